@@ -1,0 +1,508 @@
+"""The threaded server: an accept loop and one thread per connection.
+
+The connection's thread performs the handshake, then runs the handler, which
+reads the socket itself (no reader thread). One shared housekeeping thread per
+server sends keepalive pings and answers pings on connections whose handler is
+busy. Protocol rules live in :mod:`simplews.protocol`; this module moves
+sockets and threads.
+"""
+
+import errno
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+from . import http11
+from .connection import READ_SIZE, Options, WebSocket, _wait_readable
+from .exceptions import ConnectionClosed, InvalidHandshake
+from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR
+from .housekeeping import Housekeeper
+from .protocol import Data, ServerProtocol
+
+__all__ = ["SimpleWSServer", "WebSocketHandler"]
+
+logger = logging.getLogger("simplews")
+
+HandlerFunc = Callable[[WebSocket], Any]
+HTTPResponse = Tuple[int, Any, Union[str, bytes]]
+ProcessRequest = Callable[[str, http11.Headers], Optional[HTTPResponse]]
+
+
+class WebSocketHandler(object):
+    """Event-style handler: subclass it and override what you need.
+
+    One instance serves every connection, so keep per-connection state on the
+    ``ws`` object or in a dict keyed by it. Each method runs on that
+    connection's thread (threaded mode).
+    """
+
+    def on_open(self, ws: WebSocket) -> None:
+        """The handshake completed."""
+
+    def on_message(self, ws: WebSocket, message: Data) -> None:
+        """A message arrived: ``str`` for text, ``bytes`` for binary."""
+
+    def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
+        """The connection closed (``code`` 1006 if it dropped without a close frame)."""
+
+
+class SimpleWSServer(object):
+    """A WebSocket server, one thread per connection::
+
+        def echo(ws):
+            for message in ws:
+                ws.send(message)
+
+        SimpleWSServer(echo, port=8765).serve_forever()
+
+    ``handler`` is a callable taking a :class:`~simplews.WebSocket` or a
+    :class:`WebSocketHandler`. The socket is bound when the server is created
+    (``port=0`` picks a free port: see :attr:`port`). Options: see
+    :class:`~simplews.connection.Options`, plus ``ssl_context``,
+    ``subprotocols`` / ``select_subprotocol``, ``origins``,
+    ``process_request(path, headers)``, ``extra_headers`` and ``backlog``.
+    """
+
+    def __init__(self, handler: Union[HandlerFunc, WebSocketHandler], host: Optional[str] = "127.0.0.1",
+                 port: int = 8765, *, ssl_context: Any = None, subprotocols: Optional[Sequence[str]] = None,
+                 select_subprotocol: Optional[Callable[[List[str]], Optional[str]]] = None,
+                 origins: Optional[Sequence[Optional[str]]] = None,
+                 process_request: Optional[ProcessRequest] = None,
+                 extra_headers: Iterable[Tuple[str, str]] = (), backlog: int = 128,
+                 **options: Any) -> None:
+        if not (isinstance(handler, WebSocketHandler) or callable(handler)):
+            raise TypeError("handler must be a callable taking a WebSocket or a WebSocketHandler instance")
+        self.handler = handler
+        self.options = Options(**options)
+        self.ssl_context = ssl_context
+        self.subprotocols = list(subprotocols) if subprotocols else None
+        self.select_subprotocol = select_subprotocol
+        self.origins = list(origins) if origins is not None else None
+        self.process_request = process_request
+        self.extra_headers = [("Server", _server_header())] + list(extra_headers)
+        self.connections = set()  # type: Set[WebSocket]
+        self._lock = threading.Lock()
+        self._handshaking = set()  # type: Set[socket.socket]
+        self._threads = set()  # type: Set[threading.Thread]
+        self._housekeeper = Housekeeper("simplews-housekeeping")
+        self._shutdown_request = False
+        self._serving = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._socket = _listen(host, port, backlog)
+        self._address = self._socket.getsockname()  # type: Tuple[Any, ...]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._closed = False
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def address(self) -> Tuple[Any, ...]:
+        """The bound (host, port, ...) — known from construction on, even for port=0."""
+        return self._address
+
+    @property
+    def host(self) -> str:
+        return self.address[0]  # type: ignore[no-any-return]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]  # type: ignore[no-any-return]
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if ":" in host:
+            host = "[%s]" % host
+        return "%s://%s:%d/" % ("wss" if self.ssl_context is not None else "ws", host, self.port)
+
+    # ------------------------------------------------------------------ running
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown` (or Ctrl+C, which shuts down and returns)."""
+        if self._closed:
+            raise RuntimeError("the server is closed")
+        self._stopped.clear()
+        self._serving.set()
+        self._log_listening()
+        try:
+            self._accept_loop()
+        except KeyboardInterrupt:
+            logger.info("interrupted; shutting down")
+            self._shutdown_request = True
+        finally:
+            self._serving.clear()
+            self._stopped.set()
+        if self._shutdown_request:
+            self._close_everything()
+
+    def _accept_loop(self) -> None:
+        listener = self._socket
+        listener.setblocking(False)
+        import selectors
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._shutdown_request:
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_r:
+                        _drain_wakeup(self._wake_r)
+                    elif not self._shutdown_request:
+                        self._accept(listener)
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):  # a burst of connects: take what is there, then select again
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.warning("cannot accept a connection: %s; pausing accepts for 100 ms", exc)
+                    time.sleep(0.1)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            self._start_connection(sock, address)
+
+    def _start_connection(self, sock: socket.socket, address: Any) -> None:
+        thread = threading.Thread(target=self._run_connection, args=(sock, address),
+                                  name="simplews-%s" % (_format_address(address),), daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+            self._handshaking.add(sock)
+        thread.start()
+
+    def _run_connection(self, sock: socket.socket, address: Any) -> None:
+        ws = None
+        try:
+            ws = self._handshake(sock, address)
+        except Exception:
+            logger.exception("handshake with %s failed unexpectedly", _format_address(address))
+        finally:
+            with self._lock:
+                self._handshaking.discard(sock)
+                if ws is not None:
+                    if self._shutdown_request:
+                        ws.close(CLOSE_GOING_AWAY, "server shutting down")
+                    else:
+                        self.connections.add(ws)
+        try:
+            if ws is None:
+                sock.close()
+            elif not ws.closed:
+                self._run_handler(ws)
+        finally:
+            if ws is not None:
+                with self._lock:
+                    self.connections.discard(ws)
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _run_handler(self, ws: WebSocket) -> None:
+        handler = self.handler
+        try:
+            if isinstance(handler, WebSocketHandler):
+                handler.on_open(ws)
+                for message in ws:
+                    handler.on_message(ws, message)
+            else:
+                handler(ws)
+        except ConnectionClosed as exc:
+            logger.debug("%s: handler stopped: %s", ws._peer(), exc)
+        except Exception:
+            logger.exception("handler failed on %s %s; closing with 1011", ws._peer(), ws.path)
+            ws.close(CLOSE_INTERNAL_ERROR, "internal server error")
+        finally:
+            ws.close()
+            if isinstance(handler, WebSocketHandler):
+                try:
+                    handler.on_close(ws, ws.close_code or 1006, ws.close_reason or "")
+                except Exception:
+                    logger.exception("on_close failed on %s", ws._peer())
+
+    # ------------------------------------------------------------------ handshake
+
+    def _handshake(self, sock: socket.socket, address: Any) -> Optional[WebSocket]:
+        """Run the opening handshake; a WebSocket on success, None when rejected or failed."""
+        peer = _format_address(address)
+        options = self.options
+        deadline = time.monotonic() + options.open_timeout
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            if self.ssl_context is not None:
+                sock = self._tls_handshake(sock, deadline)
+            proto = ServerProtocol(max_message_size=options.max_message_size, compression=options.compression,
+                                   origins=self.origins, subprotocols=self.subprotocols,
+                                   select_subprotocol=self.select_subprotocol, extra_headers=self.extra_headers)
+            if not self._read_request(sock, proto, deadline, peer):
+                _close_quietly(sock)
+                return None
+            if proto.handshake_exc is None:
+                response = self._answer(proto, peer)
+            else:
+                response = proto.data_to_send()
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.sendall(response)
+        except (socket.timeout, TimeoutError):
+            logger.info("%s: opening handshake timed out after %ss", peer, options.open_timeout)
+            _close_quietly(sock)
+            return None
+        except OSError as exc:
+            logger.info("%s: connection failed during the handshake: %s", peer, exc)
+            _close_quietly(sock)
+            return None
+        if proto.handshake_exc is not None:
+            exc = proto.handshake_exc
+            logger.info("%s: rejected handshake: HTTP %d: %s", peer, exc.status, exc)
+        if proto.state.name != "OPEN":
+            _lingering_close(sock)
+            return None
+        request = proto.request
+        assert request is not None
+        logger.debug("%s: connection open on %s", peer, request.target)
+        return WebSocket(sock, proto, options, path=request.target, request_headers=request.headers,
+                         response_headers=proto.response_headers, subprotocol=proto.subprotocol,
+                         remote_address=address, housekeeper=self._housekeeper)
+
+    def _tls_handshake(self, sock: socket.socket, deadline: float) -> socket.socket:
+        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        tls.settimeout(max(deadline - time.monotonic(), 0.001))
+        tls.do_handshake()
+        return tls  # type: ignore[no-any-return]
+
+    def _read_request(self, sock: socket.socket, proto: ServerProtocol, deadline: float, peer: str) -> bool:
+        """Read until the request head is complete (or rejected); False if the peer went away."""
+        while proto.request is None and proto.handshake_exc is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout()
+            sock.settimeout(remaining)
+            data = sock.recv(READ_SIZE)
+            if not data:
+                logger.info("%s: connection closed before the handshake completed", peer)
+                return False
+            proto.receive_data(data)
+        return True
+
+    def _answer(self, proto: ServerProtocol, peer: str) -> bytes:
+        """The response: from ``process_request`` if it returns one, else the upgrade."""
+        request = proto.request
+        assert request is not None
+        if self.process_request is not None:
+            try:
+                result = self.process_request(request.target, request.headers)
+            except Exception:
+                logger.exception("process_request failed for %s %s; answering 500", peer, request.target)
+                return proto.reject(500, (), b"Internal Server Error\n")
+            if result is not None:
+                status, headers, body = _normalize_response(result)
+                logger.info("%s: %s %s answered by process_request: HTTP %d", peer, request.method,
+                            request.target, status)
+                return proto.reject(status, headers, body)
+        return proto.accept()
+
+    # ------------------------------------------------------------------ broadcast and shutdown
+
+    def broadcast(self, message: Data) -> int:
+        """Send ``message`` to every open connection; returns how many it reached.
+
+        A slow client holds it up at most its ``write_timeout`` (then that
+        connection is closed); closed connections are skipped.
+        """
+        with self._lock:
+            targets = list(self.connections)
+        sent = 0
+        for ws in targets:
+            try:
+                ws.send(message)
+                sent += 1
+            except ConnectionClosed:
+                continue
+        return sent
+
+    def shutdown(self) -> None:
+        """Stop accepting, close every connection with 1001, join the threads, return.
+
+        Callable from any thread, including a handler's.
+        """
+        self._shutdown_request = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._serving.is_set() and not _called_from(self._threads_snapshot()):
+            self._stopped.wait()
+        self._close_everything()
+
+    def _threads_snapshot(self) -> List[threading.Thread]:
+        with self._lock:
+            return list(self._threads)
+
+    def _close_everything(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._handshaking)
+            live = list(self.connections)
+        _close_quietly(self._socket)
+        for sock in pending:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._close_connections(live)
+        self._housekeeper.stop()
+        self._join_threads()
+        _close_quietly(self._wake_r)
+        _close_quietly(self._wake_w)
+        logger.info("server on port %d stopped", self.port)
+
+    def _close_connections(self, live: List[WebSocket]) -> None:
+        """Close handshakes run in parallel: send every 1001 first, then wait once."""
+        for ws in live:
+            try:
+                with ws._lock:
+                    ws._write(ws._proto.send_close(CLOSE_GOING_AWAY, "server shutting down"))
+            except (ConnectionClosed, ValueError):
+                pass
+        deadline = time.monotonic() + self.options.close_timeout
+        for ws in live:
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                ws._wait_for(lambda ws=ws: ws._sock_closed, remaining,  # type: ignore[misc]
+                             raise_closed=False, closing=True)
+            if not ws._sock_closed:
+                ws.abort()
+
+    def _join_threads(self) -> None:
+        current = threading.current_thread()
+        deadline = time.monotonic() + self.options.close_timeout + 1.0
+        for thread in self._threads_snapshot():
+            if thread is current:
+                continue
+            thread.join(max(deadline - time.monotonic(), 0.01))
+            if thread.is_alive():
+                logger.warning("handler thread %s did not finish after shutdown", thread.name)
+
+    def server_close(self) -> None:
+        """Release the listening socket without serving (after creation or after shutdown)."""
+        self._shutdown_request = True
+        self._close_everything()
+
+    def __enter__(self) -> "SimpleWSServer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+    def _log_listening(self) -> None:
+        host = self.host
+        message = "listening on %s" % self.url
+        if host in ("127.0.0.1", "::1") or host.startswith("127."):
+            message += " (loopback only; pass host=\"0.0.0.0\" or host=\"::\" to listen on all interfaces)"
+        logger.info(message)
+
+    def __repr__(self) -> str:
+        return "<SimpleWSServer %s, %d connections>" % (self.url if not self._closed else "closed",
+                                                       len(self.connections))
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _server_header() -> str:
+    from . import __version__
+    return "simplews/%s" % __version__
+
+
+def _listen(host: Optional[str], port: int, backlog: int) -> socket.socket:
+    """A listening socket for ``host`` (IPv4 or IPv6, "" or None: all interfaces)."""
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    if not host:  # prefer a dual-stack IPv6 socket for "all interfaces"
+        infos.sort(key=lambda info: info[0] != socket.AF_INET6)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if hasattr(socket, "SO_REUSEADDR") and not _is_windows():
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and not host and hasattr(socket, "IPV6_V6ONLY"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _is_windows() -> bool:
+    import sys
+    return sys.platform == "win32"
+
+
+def _normalize_response(result: Any) -> Tuple[int, List[Tuple[str, str]], bytes]:
+    """``process_request``'s answer as (status, header list, body bytes)."""
+    if not isinstance(result, tuple) or len(result) != 3:
+        raise TypeError("process_request must return None or (status, headers, body), not %r" % (result,))
+    status, headers, body = result
+    if isinstance(headers, Mapping):
+        headers = list(headers.items())
+    elif isinstance(headers, http11.Headers):
+        headers = headers.items()
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return int(status), list(headers or ()), bytes(body or b"")
+
+
+def _lingering_close(sock: socket.socket) -> None:
+    """Close after an HTTP answer without losing it to a TCP reset: stop writing,
+    read what the client still sends for a moment, then close."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 1.0
+        received = 0
+        while received < READ_SIZE * 4:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _wait_readable(sock, remaining):
+                break
+            data = sock.recv(READ_SIZE)
+            if not data:
+                break
+            received += len(data)
+    except OSError:
+        pass
+    _close_quietly(sock)
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _drain_wakeup(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except OSError:
+        pass
+
+
+def _called_from(threads: List[threading.Thread]) -> bool:
+    return threading.current_thread() in threads
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return ("[%s]:%s" if ":" in host else "%s:%s") % (host, address[1])
+    return str(address)
