@@ -12,8 +12,9 @@ Threading model (one thread per connection, no reader thread):
   Fragmented sends also hold ``_message_lock`` so no other data message can
   slip between their frames, while pings and pongs still can.
 * Writes are plain blocking ``sendall`` calls bounded by ``write_timeout``
-  (``SO_SNDTIMEO``); reads are plain blocking ``recv`` calls, or a poll first
-  when the caller gave a timeout. The hot path has no extra system call.
+  (``SO_SNDTIMEO``; TLS sockets: see ``_set_write_timeout``); reads are plain
+  blocking ``recv`` calls, or a poll first when the caller gave a timeout.
+  The hot path has no extra system call.
 """
 
 import collections
@@ -36,6 +37,8 @@ __all__ = ["WebSocket", "Options", "Ping"]
 logger = logging.getLogger("simplews")
 
 READ_SIZE = 65536  # §perf: recv() of more than 64 KiB costs an mmap per call in glibc
+TLS_POLL = 1.0  # seconds: the longest any one TLS socket call may block (see _set_write_timeout)
+TLS_CHUNK = 65536  # bytes per TLS send: the write timeout restarts after each one goes out
 
 
 class Options(object):
@@ -173,7 +176,7 @@ class WebSocket(object):
             housekeeper.add(self)
         if protocol._parser.buffered:  # frames that arrived with the handshake
             with self._lock:
-                self._process(b"")
+                self._process(b"", eof=False)
 
     # ------------------------------------------------------------------ public API
 
@@ -362,7 +365,12 @@ class WebSocket(object):
             can_read = for_recv or closing or len(self._messages) < self.options.max_queue
             if can_read and self._read_lock.acquire(False):
                 try:
-                    if not predicate():
+                    if predicate():
+                        pass
+                    elif self._proto.failure_pending:  # the messages before a bad frame were read
+                        with self._lock:
+                            self._process(b"", eof=False)
+                    else:
                         self._read_once(remaining)
                 finally:
                     self._read_lock.release()
@@ -447,7 +455,14 @@ class WebSocket(object):
                 return sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
             if not sock.pending() and not _wait_readable(sock, 0):
                 return None
-            return sock.recv(READ_SIZE)  # bounded by SO_RCVTIMEO set for TLS sockets
+            # Readable may mean part of a TLS record only: read without blocking
+            # (SSLWantReadError). The caller holds both locks: nobody else uses the socket.
+            timeout = sock.gettimeout()
+            sock.settimeout(0.0)
+            try:
+                return sock.recv(READ_SIZE)
+            finally:
+                sock.settimeout(timeout)
         except (BlockingIOError, socket.timeout):
             return None
         except OSError as exc:
@@ -455,10 +470,13 @@ class WebSocket(object):
                 return None
             return b""
 
-    def _process(self, data: bytes) -> None:
-        """Feed received bytes to the protocol and act on the result (caller holds ``_lock``)."""
+    def _process(self, data: bytes, eof: Optional[bool] = None) -> None:
+        """Feed received bytes to the protocol and act on the result (caller holds ``_lock``).
+
+        Empty ``data`` means EOF unless ``eof=False`` (parse what is buffered).
+        """
         proto = self._proto
-        if data:
+        if data or eof is False:
             events = proto.receive_data(data)
         else:
             was_closed = proto.state is State.CLOSED
@@ -511,7 +529,10 @@ class WebSocket(object):
             raise self._proto.closed_exception()
         self._buffered += len(data)
         try:
-            self._sock.sendall(data)
+            if self._plain:
+                self._sock.sendall(data)
+            else:
+                self._sendall_tls(data)
         except OSError as exc:
             if _is_timeout(exc):
                 message = "write timed out after %ss: the peer is not reading" % self.options.write_timeout
@@ -523,6 +544,27 @@ class WebSocket(object):
             raise ConnectionClosedError(frames.CLOSE_ABNORMAL, "", message) from exc
         finally:
             self._buffered -= len(data)
+
+    def _sendall_tls(self, data: bytes) -> None:
+        """``sendall`` for TLS sockets, bounded by ``write_timeout`` (caller holds ``_lock``).
+
+        Each send is bounded by the socket's short timeout; after one, the same
+        chunk is sent again (OpenSSL requires it) until ``write_timeout`` passes
+        without a chunk going out.
+        """
+        timeout = self.options.write_timeout
+        view = memoryview(data)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while view:
+            try:
+                sent = self._sock.send(view[:TLS_CHUNK])
+            except socket.timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                continue
+            view = view[sent:]
+            if deadline is not None:
+                deadline = time.monotonic() + timeout
 
     def _close_socket(self) -> None:
         """Close TCP (caller holds ``_lock``); wakes every waiting thread."""
@@ -571,16 +613,20 @@ def _is_timeout(exc: BaseException) -> bool:
 
 
 def _set_write_timeout(sock: socket.socket, timeout: Optional[float]) -> None:
-    """Bound each blocking send with SO_SNDTIMEO (and reads of TLS sockets with SO_RCVTIMEO).
+    """Bound each blocking send of a plain socket with SO_SNDTIMEO.
 
-    A TLS socket that polls readable may still hold only part of a record; the
-    receive timeout keeps a non-blocking drain from waiting for the rest.
+    Not for TLS sockets: when SO_SNDTIMEO or SO_RCVTIMEO fires, the ssl module
+    retries a blocking SSL_write or SSL_read forever (and a peer that sends
+    half a record would hold a reader forever). TLS sockets get a short socket
+    timeout instead: a reader just reads again, :meth:`WebSocket._sendall_tls`
+    enforces ``write_timeout``.
     """
+    if hasattr(sock, "pending"):
+        sock.settimeout(TLS_POLL if timeout is None else min(TLS_POLL, timeout))
+        return
     sock.settimeout(None)
     if timeout is not None:
         _setsockopt_timeout(sock, socket.SO_SNDTIMEO, timeout)
-    if hasattr(sock, "pending"):
-        _setsockopt_timeout(sock, socket.SO_RCVTIMEO, 1.0)
 
 
 def _setsockopt_timeout(sock: socket.socket, option: int, timeout: float) -> None:

@@ -174,8 +174,8 @@ class FrameParser(object):
     Frame-level rules are checked here, on the header alone: reserved bits
     (RSV1 only when an extension negotiated it), reserved opcodes, control
     frames fragmented or over 125 bytes, masking per side (§5.1), a 64-bit
-    length with its most significant bit set, and a declared length beyond
-    ``max_size``. Message-level rules (fragment order, UTF-8) live in
+    length with its most significant bit set, and a data frame's declared
+    length beyond ``max_size``. Message-level rules (fragment order, UTF-8) live in
     :mod:`simplews.protocol`.
     """
 
@@ -302,7 +302,9 @@ class FrameParser(object):
             length = int.from_bytes(buf[pos + 2:pos + 10], "big")
             if length >> 63:
                 raise ProtocolError("64-bit payload length with its most significant bit set")
-        if max_size is not None and length > max_size:
+        # The limit is a message budget; control frames (capped at 125 above)
+        # are not part of a message and may arrive between its fragments.
+        if max_size is not None and length > max_size and opcode not in CONTROL_OPCODES:
             raise PayloadTooBig("frame of %d bytes exceeds the limit of %d bytes" % (length, max_size))
         mask_key = None
         if masked:

@@ -53,6 +53,9 @@ class Housekeeper(object):
     def discard(self, ws: Any) -> None:
         with self._lock:
             self._connections.pop(ws, None)
+            empty = not self._connections
+        if empty:
+            self._wake.set()  # let an idle thread end now rather than at its next round
 
     def stop(self, timeout: Optional[float] = 5.0) -> None:
         """Stop the thread for good (it holds no connection of its own)."""

@@ -133,6 +133,8 @@ class Protocol(object):
         self.close_rcvd = None        # type: Optional[Tuple[int, str]]
         self.failure = None           # type: Optional[Exception]
         self.eof_received = False
+        # a protocol error found after complete messages, reported on the next receive_data call
+        self._deferred_failure = None  # type: Optional[ProtocolError]
 
     # ------------------------------------------------------------------ receiving
 
@@ -142,9 +144,20 @@ class Protocol(object):
         Protocol violations never raise: the connection is failed (a close frame
         with the right code is queued, see :attr:`failure`) and the events before
         it are returned.
+
+        Frames are processed in order (§5.4): when the error comes after
+        complete messages in the same batch, those messages are returned and
+        the connection fails on the *next* call (see :attr:`failure_pending`),
+        so the application can still answer them, as if the frames had arrived
+        one read at a time. Autobahn cases 3.2, 4.1.3, 5.15 and friends.
         """
         if self.state is State.CLOSED or self.close_rcvd is not None:
             return []  # nothing may follow the peer's close frame; it is discarded
+        if self._deferred_failure is not None:
+            exc = self._deferred_failure
+            self._deferred_failure = None
+            self._fail_on(exc)
+            return []
         parser = self._parser
         parser.feed(data)
         events = []  # type: List[Event]
@@ -170,13 +183,31 @@ class Protocol(object):
                     events.append(self._receive_close(frame.payload))
                     return events
         except ProtocolError as exc:
-            self.fail(exc.code, str(exc) if exc.code != CLOSE_INVALID_PAYLOAD else "invalid UTF-8",
-                      exc)
+            if self.state is State.OPEN and any(isinstance(event, (str, bytes)) for event in events):
+                self._deferred_failure = exc
+            else:
+                self._fail_on(exc)
             return events
+
+    @property
+    def failure_pending(self) -> bool:
+        """Bytes already received fail the connection once the messages before them are read.
+
+        The I/O layer then calls ``receive_data(b"")`` (instead of reading the
+        network) when the application asks for the next message.
+        """
+        return self._deferred_failure is not None
+
+    def _fail_on(self, exc: ProtocolError) -> None:
+        self.fail(exc.code, str(exc) if exc.code != CLOSE_INVALID_PAYLOAD else "invalid UTF-8", exc)
 
     def receive_eof(self) -> None:
         """The peer closed its side of TCP (or the connection dropped)."""
         self.eof_received = True
+        if self._deferred_failure is not None:
+            if self.failure is None:
+                self.failure = self._deferred_failure
+            self._deferred_failure = None
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
             self._outgoing = []
@@ -547,7 +578,12 @@ class ServerProtocol(Protocol):
 
 
 class ClientProtocol(Protocol):
-    """The client side: :meth:`connect` gives the request, then feed the response."""
+    """The client side: :meth:`connect` gives the request, then feed the response.
+
+    Bytes that follow the 101 response in the same read stay buffered (no
+    events are returned while CONNECTING); call ``receive_data(b"")`` once
+    the connection is set up to get the messages they hold.
+    """
 
     def __init__(self, host: str, port: int, resource: str = "/", secure: bool = False,
                  max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE, compression: Any = "default",
@@ -608,7 +644,10 @@ class ClientProtocol(Protocol):
             self._handshake_failed(exc)
             return []
         self.state = State.OPEN
-        return self.receive_data(rest) if rest else []
+        # Frames that came with the response stay buffered, as on the server
+        # side: the I/O layer parses them (receive_data(b"")) once it is ready.
+        self._parser.feed(rest)
+        return []
 
     def receive_eof(self) -> None:
         if self.state is State.CONNECTING:

@@ -63,7 +63,21 @@ class SimpleWSServer(object):
     :class:`~simplews.connection.Options`, plus ``ssl_context``,
     ``subprotocols`` / ``select_subprotocol``, ``origins``,
     ``process_request(path, headers)``, ``extra_headers`` and ``backlog``.
+
+    ``mode="selectors"`` serves every connection from one thread instead
+    (needs a :class:`WebSocketHandler`; see :mod:`simplews.selector`).
     """
+
+    def __new__(cls, *args: Any, mode: str = "threaded", **kwargs: Any) -> "SimpleWSServer":
+        if mode == "selectors":
+            from .selector import SelectorServer
+            if not issubclass(cls, SelectorServer):
+                if cls is not SimpleWSServer:
+                    raise TypeError("mode='selectors': subclass simplews.selector.SelectorServer instead")
+                cls = SelectorServer
+        elif mode != "threaded":
+            raise ValueError("mode must be 'threaded' or 'selectors', not %r" % (mode,))
+        return super().__new__(cls)  # type: ignore[no-any-return]
 
     def __init__(self, handler: Union[HandlerFunc, WebSocketHandler], host: Optional[str] = "127.0.0.1",
                  port: int = 8765, *, ssl_context: Any = None, subprotocols: Optional[Sequence[str]] = None,
@@ -71,7 +85,7 @@ class SimpleWSServer(object):
                  origins: Optional[Sequence[Optional[str]]] = None,
                  process_request: Optional[ProcessRequest] = None,
                  extra_headers: Iterable[Tuple[str, str]] = (), backlog: int = 128,
-                 **options: Any) -> None:
+                 mode: str = "threaded", **options: Any) -> None:
         if not (isinstance(handler, WebSocketHandler) or callable(handler)):
             raise TypeError("handler must be a callable taking a WebSocket or a WebSocketHandler instance")
         self.handler = handler
@@ -84,7 +98,8 @@ class SimpleWSServer(object):
         self.extra_headers = [("Server", _server_header())] + list(extra_headers)
         self.connections = set()  # type: Set[WebSocket]
         self._lock = threading.Lock()
-        self._handshaking = set()  # type: Set[socket.socket]
+        # accepted socket -> the socket its handshake uses now (the TLS one after wrapping)
+        self._handshaking = {}  # type: Dict[socket.socket, socket.socket]
         self._threads = set()  # type: Set[threading.Thread]
         self._housekeeper = Housekeeper("simplews-housekeeping")
         self._shutdown_request = False
@@ -96,6 +111,7 @@ class SimpleWSServer(object):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._closed = False
+        self._all_closed = threading.Event()
 
     # ------------------------------------------------------------------ addresses
 
@@ -128,15 +144,17 @@ class SimpleWSServer(object):
         self._stopped.clear()
         self._serving.set()
         self._log_listening()
+        interrupted = False
         try:
             self._accept_loop()
         except KeyboardInterrupt:
             logger.info("interrupted; shutting down")
             self._shutdown_request = True
+            interrupted = True
         finally:
             self._serving.clear()
             self._stopped.set()
-        if self._shutdown_request:
+        if interrupted:  # otherwise shutdown() is closing everything
             self._close_everything()
 
     def _accept_loop(self) -> None:
@@ -166,6 +184,8 @@ class SimpleWSServer(object):
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
+                if self._shutdown_request:  # shutdown() from a handler closed the listener under us
+                    return
                 raise
             self._start_connection(sock, address)
 
@@ -174,7 +194,7 @@ class SimpleWSServer(object):
                                   name="simplews-%s" % (_format_address(address),), daemon=True)
         with self._lock:
             self._threads.add(thread)
-            self._handshaking.add(sock)
+            self._handshaking[sock] = sock
         thread.start()
 
     def _run_connection(self, sock: socket.socket, address: Any) -> None:
@@ -185,12 +205,12 @@ class SimpleWSServer(object):
             logger.exception("handshake with %s failed unexpectedly", _format_address(address))
         finally:
             with self._lock:
-                self._handshaking.discard(sock)
-                if ws is not None:
-                    if self._shutdown_request:
-                        ws.close(CLOSE_GOING_AWAY, "server shutting down")
-                    else:
-                        self.connections.add(ws)
+                self._handshaking.pop(sock, None)
+                late = ws is not None and self._shutdown_request
+                if ws is not None and not late:
+                    self.connections.add(ws)
+        if late:
+            ws.close(CLOSE_GOING_AWAY, "server shutting down")  # type: ignore[union-attr]
         try:
             if ws is None:
                 sock.close()
@@ -232,6 +252,7 @@ class SimpleWSServer(object):
         peer = _format_address(address)
         options = self.options
         deadline = time.monotonic() + options.open_timeout
+        accepted = sock  # its key in self._handshaking
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -249,6 +270,9 @@ class SimpleWSServer(object):
                 response = self._answer(proto, peer)
             else:
                 response = proto.data_to_send()
+            if proto.state.name == "OPEN":
+                with self._lock:  # accepted: from now on shutdown closes it with 1001, never aborts it
+                    self._handshaking.pop(accepted, None)
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
             sock.sendall(response)
         except (socket.timeout, TimeoutError):
@@ -274,8 +298,18 @@ class SimpleWSServer(object):
 
     def _tls_handshake(self, sock: socket.socket, deadline: float) -> socket.socket:
         tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        tls.settimeout(max(deadline - time.monotonic(), 0.001))
-        tls.do_handshake()
+        with self._lock:  # wrap_socket took over the fd: shutdown must now abort ``tls``
+            if sock in self._handshaking:
+                self._handshaking[sock] = tls
+            stopping = self._shutdown_request
+        try:
+            if stopping:
+                raise ConnectionAbortedError("server shutting down")
+            tls.settimeout(max(deadline - time.monotonic(), 0.001))
+            tls.do_handshake()
+        except BaseException:
+            tls.close()  # wrap_socket took over the fd: closing ``sock`` would not close it
+            raise
         return tls  # type: ignore[no-any-return]
 
     def _read_request(self, sock: socket.socket, proto: ServerProtocol, deadline: float, peer: str) -> bool:
@@ -349,9 +383,20 @@ class SimpleWSServer(object):
     def _close_everything(self) -> None:
         with self._lock:
             if self._closed:
-                return
-            self._closed = True
-            pending = list(self._handshaking)
+                first = False
+            else:
+                first = self._closed = True
+        if not first:
+            self._all_closed.wait()  # a concurrent caller is closing: return when it is done
+            return
+        try:
+            self._close_all_now()
+        finally:
+            self._all_closed.set()
+
+    def _close_all_now(self) -> None:
+        with self._lock:
+            pending = list(self._handshaking.values())
             live = list(self.connections)
         _close_quietly(self._socket)
         for sock in pending:
