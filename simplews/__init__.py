@@ -17,7 +17,8 @@ from .client import SimpleWSClient, connect
 from .connection import Options, Ping, WebSocket
 from .exceptions import (
     ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, InvalidHandshake, InvalidStatus,
-    InvalidURI, NegotiationError, PayloadTooBig, ProtocolError, WebSocketError,
+    InvalidProxyStatus, InvalidURI, NegotiationError, PayloadTooBig, ProtocolError,
+    ProxyAuthenticationRequired, WebSocketError,
 )
 from .protocol import State
 from .server import SimpleWSServer, WebSocketHandler
@@ -29,7 +30,7 @@ __all__ = [
     "connect", "SimpleWSClient", "DeflateConfig",
     "WebSocketError", "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError",
     "InvalidHandshake", "InvalidStatus", "InvalidURI", "NegotiationError", "ProtocolError",
-    "PayloadTooBig",
+    "PayloadTooBig", "InvalidProxyStatus", "ProxyAuthenticationRequired",
 ]
 
 if sys.version_info >= (3, 7):

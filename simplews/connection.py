@@ -29,8 +29,8 @@ import time
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from . import frames
-from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
-from .protocol import CLIENT, SERVER, Close, Data, Ping as PingEvent, Pong, Protocol, State
+from .exceptions import ConnectionClosed, ConnectionClosedError
+from .protocol import Close, Data, Pong, Protocol, State
 
 __all__ = ["WebSocket", "Options", "Ping"]
 
@@ -228,12 +228,21 @@ class WebSocket(object):
                 previous = next(chunks)
             except StopIteration:
                 return
-            for chunk in chunks:
+            try:
+                for chunk in chunks:
+                    with self._lock:
+                        self._write(self._proto.send_fragment(previous, fin=False))
+                    previous = chunk
                 with self._lock:
-                    self._write(self._proto.send_fragment(previous, fin=False))
-                previous = chunk
-            with self._lock:
-                self._write(self._proto.send_fragment(previous, fin=True))
+                    self._write(self._proto.send_fragment(previous, fin=True))
+            except ConnectionClosed:
+                raise
+            except BaseException:
+                # A started message can be neither finished nor withdrawn (§5.4):
+                # the connection cannot carry another one, so fail it.
+                if self._proto._send_opcode:
+                    self._fail(frames.CLOSE_INTERNAL_ERROR, "fragmented message could not be completed")
+                raise
 
     def recv(self, timeout: Optional[float] = None) -> Data:
         """The next message (str or bytes).

@@ -6,7 +6,7 @@ Errors found while parsing carry what the other side must be told: a close code
 I/O layers never have to decide that themselves.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 __all__ = [
     "WebSocketError",
@@ -16,6 +16,8 @@ __all__ = [
     "InvalidHandshake",
     "InvalidStatus",
     "InvalidURI",
+    "InvalidProxyStatus",
+    "ProxyAuthenticationRequired",
     "NegotiationError",
     "ProtocolError",
     "PayloadTooBig",
@@ -83,6 +85,35 @@ class InvalidStatus(InvalidHandshake):
         super().__init__(message.rstrip(), status=status, headers=headers)
         self.reason = reason
         self.body = body
+
+
+class InvalidProxyStatus(InvalidStatus):
+    """The proxy refused the CONNECT request; ``status``, ``reason`` and ``headers`` are its answer.
+
+    It is never treated as a redirect of the WebSocket handshake.
+    """
+
+    def __init__(self, status: int, reason: str = "", headers: Any = (), body: bytes = b"",
+                 target: str = "", proxy: str = "") -> None:
+        super().__init__(status, reason, headers, body)
+        self.target = target
+        self.proxy = proxy
+        message = "proxy %s refused CONNECT %s: HTTP %d %s" % (proxy, target, status, reason)
+        self.args = (message.rstrip(),)
+
+
+class ProxyAuthenticationRequired(InvalidProxyStatus):
+    """The proxy answered 407: it wants (other) credentials in the proxy URL."""
+
+    def __init__(self, status: int, reason: str = "", headers: Any = (), body: bytes = b"",
+                 target: str = "", proxy: str = "", sent_credentials: bool = False) -> None:
+        super().__init__(status, reason, headers, body, target, proxy)
+        if sent_credentials:
+            hint = "the proxy rejected the credentials given in the proxy URL"
+        else:
+            hint = "give them in the proxy URL: http://user:password@host:port"
+        self.args = ("proxy authentication required: proxy %s answered CONNECT %s with HTTP %d %s; %s"
+                     % (proxy, target, status, reason or "Proxy Authentication Required", hint),)
 
 
 class InvalidURI(WebSocketError):

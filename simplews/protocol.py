@@ -95,6 +95,7 @@ class Close(object):
 
 Event = Union[str, bytes, Ping, Pong, Close]
 
+
 # Deflate's worst case grows incompressible data by 5 bytes per 16 KiB block:
 # the most compressed bytes a message within the limit can take on the wire.
 def _wire_limit(limit: int) -> int:
@@ -561,7 +562,8 @@ class ServerProtocol(Protocol):
             offered = handshake.parse_token_list(request.headers.get_all("Sec-WebSocket-Protocol"))
             chosen = self.select_subprotocol(offered)
             if chosen is not None and chosen not in offered:
-                raise NegotiationError("select_subprotocol returned %r, which the client did not offer" % chosen)
+                raise InvalidHandshake("select_subprotocol returned %r, which the client did not offer" % chosen,
+                                       status=500)
             return chosen
         return handshake.select_subprotocol(request, self.subprotocols)
 

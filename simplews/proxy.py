@@ -16,11 +16,13 @@ import ipaddress
 import os
 import socket
 import time
-from typing import Any, Mapping, NamedTuple, Optional, Tuple
+from typing import Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from . import http11
-from .exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from .exceptions import (
+    InvalidHandshake, InvalidProxyStatus, InvalidURI, ProxyAuthenticationRequired,
+)
 
 __all__ = [
     "ProxyURI",
@@ -41,35 +43,6 @@ ProxyURI = NamedTuple("ProxyURI", [
 ])
 
 DEFAULT_PROXY_PORT = 80  # an http:// URL without a port means port 80
-
-
-class InvalidProxyStatus(InvalidStatus):
-    """The proxy refused the CONNECT request; ``status``, ``reason`` and ``headers`` are its answer.
-
-    It is never treated as a redirect of the WebSocket handshake.
-    """
-
-    def __init__(self, status: int, reason: str = "", headers: Any = (), body: bytes = b"",
-                 target: str = "", proxy: str = "") -> None:
-        super().__init__(status, reason, headers, body)
-        self.target = target
-        self.proxy = proxy
-        message = "proxy %s refused CONNECT %s: HTTP %d %s" % (proxy, target, status, reason)
-        self.args = (message.rstrip(),)
-
-
-class ProxyAuthenticationRequired(InvalidProxyStatus):
-    """The proxy answered 407: it wants (other) credentials in the proxy URL."""
-
-    def __init__(self, status: int, reason: str = "", headers: Any = (), body: bytes = b"",
-                 target: str = "", proxy: str = "", sent_credentials: bool = False) -> None:
-        super().__init__(status, reason, headers, body, target, proxy)
-        if sent_credentials:
-            hint = "the proxy rejected the credentials given in the proxy URL"
-        else:
-            hint = "give them in the proxy URL: http://user:password@host:port"
-        self.args = ("proxy authentication required: proxy %s answered CONNECT %s with HTTP %d %s; %s"
-                     % (proxy, target, status, reason or "Proxy Authentication Required", hint),)
 
 
 def parse_proxy(url: str) -> ProxyURI:

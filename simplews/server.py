@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from . import http11
 from .connection import READ_SIZE, Options, WebSocket, _wait_readable
-from .exceptions import ConnectionClosed, InvalidHandshake
+from .exceptions import ConnectionClosed
 from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR
 from .housekeeping import Housekeeper
 from .protocol import Data, ServerProtocol
@@ -457,8 +457,8 @@ class SimpleWSServer(object):
         logger.info(message)
 
     def __repr__(self) -> str:
-        return "<SimpleWSServer %s, %d connections>" % (self.url if not self._closed else "closed",
-                                                       len(self.connections))
+        where = self.url if not self._closed else "closed"
+        return "<SimpleWSServer %s, %d connections>" % (where, len(self.connections))
 
 
 # ---------------------------------------------------------------------- helpers

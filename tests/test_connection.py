@@ -100,6 +100,23 @@ def test_fragmented_send_arrives_as_one_message(serve: Any) -> None:
         assert ws.recv(timeout=GUARD) == "after"
 
 
+@pytest.mark.parametrize("chunks", [
+    lambda: ["text", b"then bytes"],
+    lambda: (c if c != "boom" else 1 // 0 for c in ("first", "second", "boom")),
+], ids=["mixed-types", "generator-raises"])
+def test_fragmented_send_that_cannot_finish_fails_the_connection(serve: Any, chunks: Any) -> None:
+    """A started message can't be withdrawn: the connection closes with 1011 and the error propagates."""
+    server = serve(echo)
+    with simplews.connect(server.url) as ws:
+        with pytest.raises((TypeError, ZeroDivisionError)):
+            ws.send(chunks())
+        with pytest.raises(ConnectionClosedError) as info:
+            ws.recv(timeout=GUARD)
+        assert info.value.code == frames.CLOSE_INTERNAL_ERROR
+        with pytest.raises(ConnectionClosed):
+            ws.send("no longer possible")
+
+
 def test_server_fragmented_send_arrives_as_one_message(serve: Any) -> None:
     def handler(ws: simplews.WebSocket) -> None:
         ws.recv()
