@@ -32,7 +32,7 @@ from . import frames
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .protocol import Close, Data, Pong, Protocol, State
 
-__all__ = ["WebSocket", "Options", "Ping"]
+__all__ = ["WebSocket", "ConnectionState", "Options", "Ping"]
 
 logger = logging.getLogger("simplews")
 
@@ -128,7 +128,40 @@ class Ping(object):
         return "<Ping %r %s>" % (self.data, state)
 
 
-class WebSocket(object):
+class ConnectionState(object):
+    """What both connection objects (threaded and selectors) tell about their protocol's state.
+
+    Subclasses set ``_proto`` (the Protocol) and ``_buffered`` (bytes not yet written).
+    """
+
+    __slots__ = ()
+    _proto: Protocol
+    _buffered: int
+
+    @property
+    def state(self) -> State:
+        return self._proto.state
+
+    @property
+    def close_code(self) -> Optional[int]:
+        """The close code once closed (1006 when TCP ended without a close frame), else None."""
+        if self._proto.state is not State.CLOSED:
+            return None
+        return self._proto.close_code
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        if self._proto.state is not State.CLOSED:
+            return None
+        return self._proto.close_reason
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes handed to ``send`` (or queued by the protocol) not yet written to the socket."""
+        return self._buffered
+
+
+class WebSocket(ConnectionState):
     """One open WebSocket connection, server or client side.
 
     ``send`` and ``ping`` are safe from any number of threads; one thread at a
@@ -184,28 +217,6 @@ class WebSocket(object):
     def closed(self) -> bool:
         """True once the connection is closed (no more messages will be sent or received)."""
         return self._proto.state is State.CLOSED and not self._messages
-
-    @property
-    def state(self) -> State:
-        return self._proto.state
-
-    @property
-    def close_code(self) -> Optional[int]:
-        """The close code once closed (1006 when TCP ended without a close frame), else None."""
-        if self._proto.state is not State.CLOSED:
-            return None
-        return self._proto.close_code
-
-    @property
-    def close_reason(self) -> Optional[str]:
-        if self._proto.state is not State.CLOSED:
-            return None
-        return self._proto.close_reason
-
-    @property
-    def buffered_amount(self) -> int:
-        """Bytes handed to ``send`` that are not yet written to the socket."""
-        return self._buffered
 
     def send(self, message: Union[Data, Iterable[Data]]) -> None:
         """Send a message: ``str`` as text, ``bytes`` as binary, an iterable of either as one fragmented message.

@@ -57,12 +57,12 @@ import threading
 import time
 from typing import Any, Callable, Deque, Iterable, List, Optional, Set, Tuple, Type, Union
 
-from .connection import READ_SIZE, Options
+from .connection import READ_SIZE, ConnectionState
 from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from .protocol import Close, Data, Pong, ServerProtocol, State
 from .server import (
-    SimpleWSServer, WebSocketHandler, _close_quietly, _drain_wakeup, _format_address, _listen, _server_header,
+    SimpleWSServer, WebSocketHandler, _close_quietly, _drain_wakeup, _format_address,
 )
 
 __all__ = ["SelectorServer", "SelectorWebSocket", "SelectorPing", "TimerHandle", "DEFAULT_WRITE_LIMIT"]
@@ -188,7 +188,7 @@ class SelectorPing(object):
         return "<SelectorPing %r %s>" % (self.data, state)
 
 
-class SelectorWebSocket(object):
+class SelectorWebSocket(ConnectionState):
     """One connection of a :class:`SelectorServer`, as handed to the handler.
 
     The surface of :class:`simplews.WebSocket` where it makes sense in an
@@ -249,28 +249,6 @@ class SelectorWebSocket(object):
     def closed(self) -> bool:
         """True once the connection is closed (nothing more will be sent or received)."""
         return self._proto.state is State.CLOSED
-
-    @property
-    def state(self) -> State:
-        return self._proto.state
-
-    @property
-    def close_code(self) -> Optional[int]:
-        """The close code once closed (1006 when TCP ended without a close frame), else None."""
-        if self._proto.state is not State.CLOSED:
-            return None
-        return self._proto.close_code
-
-    @property
-    def close_reason(self) -> Optional[str]:
-        if self._proto.state is not State.CLOSED:
-            return None
-        return self._proto.close_reason
-
-    @property
-    def buffered_amount(self) -> int:
-        """Bytes queued by ``send`` (and the protocol) not yet written to the socket."""
-        return self._buffered
 
     def send(self, message: Union[Data, Iterable[Data]]) -> None:
         """Queue a message: ``str`` as text, ``bytes`` as binary, an iterable of either as
@@ -794,17 +772,9 @@ class SelectorServer(SimpleWSServer):
                             "loop on ws.recv() need the threaded mode" % (handler,))
         if isinstance(write_limit, bool) or not isinstance(write_limit, int) or write_limit < 1:
             raise ValueError("write_limit must be a positive number of bytes, not %r" % (write_limit,))
-        self.handler = handler
-        self.options = Options(**options)
+        self._configure(handler, ssl_context, subprotocols, select_subprotocol, origins, process_request,
+                        extra_headers, options)
         self.write_limit = write_limit
-        self.ssl_context = ssl_context
-        self.subprotocols = list(subprotocols) if subprotocols else None
-        self.select_subprotocol = select_subprotocol
-        self.origins = list(origins) if origins is not None else None
-        self.process_request = process_request
-        self.extra_headers = [("Server", _server_header())] + list(extra_headers)
-        self.connections = set()  # type: Set[SelectorWebSocket]  # type: ignore[assignment]
-        self._lock = threading.Lock()
         self._all = set()  # type: Set[SelectorWebSocket]  # every connection, in any phase (loop thread)
         self._ready = collections.deque()  # type: Deque[TimerHandle]
         self._dirty = collections.deque()  # type: Deque[SelectorWebSocket]
@@ -821,15 +791,7 @@ class SelectorServer(SimpleWSServer):
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
-        self._socket = _listen(host, port, backlog)
-        self._address = self._socket.getsockname()  # type: Tuple[Any, ...]
-        try:
-            self._wake_r, self._wake_w = socket.socketpair()
-        except OSError:
-            self._socket.close()
-            raise
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._bind(host, port, backlog)
 
     # ------------------------------------------------------------------ scheduling (any thread)
 

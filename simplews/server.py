@@ -88,16 +88,8 @@ class SimpleWSServer(object):
                  mode: str = "threaded", **options: Any) -> None:
         if not (isinstance(handler, WebSocketHandler) or callable(handler)):
             raise TypeError("handler must be a callable taking a WebSocket or a WebSocketHandler instance")
-        self.handler = handler
-        self.options = Options(**options)
-        self.ssl_context = ssl_context
-        self.subprotocols = list(subprotocols) if subprotocols else None
-        self.select_subprotocol = select_subprotocol
-        self.origins = list(origins) if origins is not None else None
-        self.process_request = process_request
-        self.extra_headers = [("Server", _server_header())] + list(extra_headers)
-        self.connections = set()  # type: Set[WebSocket]
-        self._lock = threading.Lock()
+        self._configure(handler, ssl_context, subprotocols, select_subprotocol, origins, process_request,
+                        extra_headers, options)
         # accepted socket -> the socket its handshake uses now (the TLS one after wrapping)
         self._handshaking = {}  # type: Dict[socket.socket, socket.socket]
         self._threads = set()  # type: Set[threading.Thread]
@@ -106,12 +98,37 @@ class SimpleWSServer(object):
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
-        self._socket = _listen(host, port, backlog)
-        self._address = self._socket.getsockname()  # type: Tuple[Any, ...]
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
         self._closed = False
         self._all_closed = threading.Event()
+        self._bind(host, port, backlog)
+
+    def _configure(self, handler: Any, ssl_context: Any, subprotocols: Optional[Sequence[str]],
+                   select_subprotocol: Optional[Callable[[List[str]], Optional[str]]],
+                   origins: Optional[Sequence[Optional[str]]], process_request: Optional[ProcessRequest],
+                   extra_headers: Iterable[Tuple[str, str]], options: Dict[str, Any]) -> None:
+        """The settings both modes share."""
+        self.handler = handler
+        self.options = Options(**options)
+        self.ssl_context = ssl_context
+        self.subprotocols = list(subprotocols) if subprotocols else None
+        self.select_subprotocol = select_subprotocol
+        self.origins = list(origins) if origins is not None else None
+        self.process_request = process_request
+        self.extra_headers = [("Server", _server_header())] + list(extra_headers)
+        self.connections = set()  # type: Set[Any]
+        self._lock = threading.Lock()
+
+    def _bind(self, host: Optional[str], port: int, backlog: int) -> None:
+        """The listening socket and the wake-up pair of the accept loop."""
+        self._socket = _listen(host, port, backlog)
+        self._address = self._socket.getsockname()  # type: Tuple[Any, ...]
+        try:
+            self._wake_r, self._wake_w = socket.socketpair()
+        except OSError:
+            self._socket.close()
+            raise
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
 
     # ------------------------------------------------------------------ addresses
 
