@@ -290,7 +290,8 @@ def case_key(case_id: str) -> Tuple[int, ...]:
 
 
 def case_status(result: Dict[str, Any]) -> str:
-    """The worse of ``behavior`` and ``behaviorClose`` (OK and INFORMATIONAL pass)."""
+    """The worse of ``behavior`` and ``behaviorClose`` (OK and INFORMATIONAL pass; any
+    other ``behaviorClose`` value, such as UNCLEAN or WRONG CODE, is a failure)."""
     behavior = result.get("behavior", "FAILED")
     closing = result.get("behaviorClose", "FAILED")
     if _RANK.get(closing, 3) > _RANK.get(behavior, 3):
@@ -299,39 +300,47 @@ def case_status(result: Dict[str, Any]) -> str:
 
 
 def summarize(run: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
-    """Print the per-group table; return the cases below OK."""
+    """Print the per-group table (also saved as summary.md in the run's directory); return the cases below OK."""
     results = run["results"]
     groups = {}  # type: Dict[int, Dict[str, int]]
+    seconds = {}  # type: Dict[int, float]
     bad = []  # type: List[Tuple[str, Dict[str, Any]]]
-    duration = 0
     for case_id in sorted(results, key=case_key):
         result = results[case_id]
         status = case_status(result)
-        counts = groups.setdefault(case_key(case_id)[0], dict.fromkeys(STATUSES, 0))
-        counts[status] = counts.get(status, 0) + 1
-        duration += result.get("duration") or 0
+        group = case_key(case_id)[0]
+        counts = groups.setdefault(group, dict.fromkeys(STATUSES, 0))
+        counts[status if status in counts else "FAILED"] += 1  # UNCLEAN, WRONG CODE, ... are failures
+        seconds[group] = seconds.get(group, 0.0) + (result.get("duration") or 0) / 1000.0
         if _RANK.get(status, 3) > 0:
             bad.append((case_id, result))
-    print()
-    print("%s run (%s): %d cases, wall time %.1f s (sum of case durations %.1f s)"
-          % (run["name"], run["label"], len(results), run["wall"], duration / 1000.0))
-    print("| group | " + " | ".join(STATUSES) + " |")
-    print("|---" * (len(STATUSES) + 1) + "|")
+    lines = ["%s run (%s): %d cases, wall time %.1f s" % (run["name"], run["label"], len(results), run["wall"]),
+             "",
+             "| group | " + " | ".join(STATUSES) + " | time (s) |",
+             "|---" * (len(STATUSES) + 2) + "|"]
     totals = dict.fromkeys(STATUSES, 0)
     for group in sorted(groups):
         counts = groups[group]
-        print("| %d | " % group + " | ".join(str(counts[s]) for s in STATUSES) + " |")
+        lines.append("| %d | " % group + " | ".join(str(counts[s]) for s in STATUSES)
+                     + " | %.1f |" % seconds[group])
         for status in STATUSES:
             totals[status] += counts[status]
-    print("| total | " + " | ".join(str(totals[s]) for s in STATUSES) + " |")
+    lines.append("| total | " + " | ".join(str(totals[s]) for s in STATUSES)
+                 + " | %.1f |" % sum(seconds.values()))
+    lines.append("")
     if bad:
-        print("cases below OK:")
+        lines.append("cases below OK:")
         for case_id, result in bad:
-            print("  %-8s behavior=%-13s behaviorClose=%-13s remoteCloseCode=%s  %s"
-                  % (case_id, result.get("behavior"), result.get("behaviorClose"),
-                     result.get("remoteCloseCode"), os.path.join(run["outdir"], result.get("reportfile", ""))))
+            lines.append("  %-8s behavior=%-13s behaviorClose=%-13s remoteCloseCode=%s  %s"
+                         % (case_id, result.get("behavior"), result.get("behaviorClose"),
+                            result.get("remoteCloseCode"),
+                            os.path.join(run["outdir"], result.get("reportfile", ""))))
     else:
-        print("all cases OK")
+        lines.append("all cases OK")
+    with open(os.path.join(run["outdir"], "summary.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print()
+    print("\n".join(lines))
     print("reports: %s" % os.path.join(run["outdir"], "index.html"), flush=True)
     return bad
 

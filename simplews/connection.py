@@ -264,7 +264,7 @@ class WebSocket(ConnectionState):
         messages = self._messages
         if messages:
             return messages.popleft()
-        self._wait_for(lambda: bool(messages), timeout, raise_closed=True, for_recv=True)
+        self._wait_for(messages.__len__, timeout, raise_closed=True, for_recv=True)  # no closure per call
         return messages.popleft()
 
     def __iter__(self) -> Iterator[Data]:

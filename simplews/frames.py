@@ -7,7 +7,7 @@ any payload, so a hostile length never causes an allocation.
 
 import os
 import struct
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 from .exceptions import PayloadTooBig, ProtocolError
 
@@ -102,17 +102,24 @@ def apply_mask(data: bytes, key: bytes) -> bytes:
         return b""
     if n <= _MASK_CHUNK:
         return _mask_block(data, key, n)
+    return b"".join(_mask_parts(data, key, n))
+
+
+def _mask_parts(data: Union[bytes, bytearray, memoryview], key: bytes, n: int) -> List[bytes]:
+    """``data`` (``n`` bytes) masked, as a list of 64 KiB blocks (so a caller can join them once)."""
     full_key = int.from_bytes(key * (_MASK_CHUNK // 4), "little")
-    view = memoryview(data)
+    from_bytes = int.from_bytes
     parts = []
-    for start in range(0, n, _MASK_CHUNK):
-        block = view[start:start + _MASK_CHUNK]
-        size = len(block)
-        if size == _MASK_CHUNK:
-            parts.append((int.from_bytes(block, "little") ^ full_key).to_bytes(size, "little"))
-        else:
-            parts.append(_mask_block(block, key, size))
-    return b"".join(parts)
+    with memoryview(data) as view:
+        for start in range(0, n, _MASK_CHUNK):
+            block = view[start:start + _MASK_CHUNK]
+            size = len(block)
+            if size == _MASK_CHUNK:
+                parts.append((from_bytes(block, "little") ^ full_key).to_bytes(size, "little"))
+            else:
+                parts.append(_mask_block(block, key, size))
+            block.release()
+    return parts
 
 
 def _mask_block(block: Union[bytes, memoryview], key: bytes, size: int) -> bytes:
@@ -144,7 +151,10 @@ def build_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = Fals
     """
     if mask:
         key = os.urandom(4)
-        return build_header(opcode, len(payload), fin, rsv1, key) + apply_mask(payload, key)
+        n = len(payload)
+        if n > _MASK_CHUNK:  # header and masked blocks joined once: no extra copy of a large payload
+            return b"".join([build_header(opcode, n, fin, rsv1, key)] + _mask_parts(payload, key, n))
+        return build_header(opcode, n, fin, rsv1, key) + apply_mask(payload, key)
     return build_header(opcode, len(payload), fin, rsv1) + payload
 
 
@@ -219,9 +229,20 @@ class FrameParser(object):
         buf = self._buf
         if len(buf) < end:
             return None
-        payload = bytes(buf[start:end])
-        if mask_key is not None:
-            payload = apply_mask(payload, mask_key)
+        if length <= _MASK_CHUNK:
+            payload = bytes(buf[start:end])
+            if mask_key is not None:
+                payload = apply_mask(payload, mask_key)
+        else:
+            # A large payload is copied once (or not at all before unmasking): through a
+            # memoryview slice, released before the buffer is resized below.
+            with memoryview(buf) as view:
+                chunk = view[start:end]
+                if mask_key is not None:
+                    payload = apply_mask(chunk, mask_key)
+                else:
+                    payload = bytes(chunk)
+                chunk.release()
         self._header = None
         if end == len(buf):
             self._buf = bytearray()

@@ -62,7 +62,7 @@ from .exceptions import ConnectionClosed, ConnectionClosedError
 from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
 from .protocol import Close, Data, Pong, ServerProtocol, State
 from .server import (
-    SimpleWSServer, WebSocketHandler, _close_quietly, _drain_wakeup, _format_address,
+    SimpleWSServer, WebSocketHandler, _close_quietly, _drain_wakeup, _format_address, _handshake_limit,
 )
 
 __all__ = ["SelectorServer", "SelectorWebSocket", "SelectorPing", "TimerHandle", "DEFAULT_WRITE_LIMIT"]
@@ -70,6 +70,10 @@ __all__ = ["SelectorServer", "SelectorWebSocket", "SelectorPing", "TimerHandle",
 logger = logging.getLogger("simplews")
 
 DEFAULT_WRITE_LIMIT = 4 * 1024 * 1024
+# Open connections per selectors server unless ``max_connections`` says otherwise: an
+# idle connection costs a few KiB of Python objects plus kernel socket buffers, so
+# the file-descriptor limit (``ulimit -n``) usually binds first.
+DEFAULT_SELECTOR_MAX_CONNECTIONS = 10000
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -750,6 +754,9 @@ class SelectorServer(SimpleWSServer):
 
     Same constructor and API as :class:`~simplews.SimpleWSServer`, plus
     ``write_limit`` (bytes, default 4 MiB: see the module documentation),
+    ``max_connections`` (default 10,000 here, see
+    :data:`DEFAULT_SELECTOR_MAX_CONNECTIONS`; ``max_connections_per_ip`` as in
+    the threaded mode),
     :meth:`call_soon` and :meth:`call_later`. The handler must be a
     :class:`~simplews.WebSocketHandler` instance; its methods run on the loop
     thread (the one that calls :meth:`serve_forever`).
@@ -760,7 +767,9 @@ class SelectorServer(SimpleWSServer):
                  select_subprotocol: Optional[Callable[[List[str]], Optional[str]]] = None,
                  origins: Optional[Any] = None, process_request: Optional[Any] = None,
                  extra_headers: Iterable[Tuple[str, str]] = (), backlog: int = 128,
-                 write_limit: int = DEFAULT_WRITE_LIMIT, mode: str = "selectors", **options: Any) -> None:
+                 write_limit: int = DEFAULT_WRITE_LIMIT, mode: str = "selectors",
+                 max_connections: Optional[int] = DEFAULT_SELECTOR_MAX_CONNECTIONS,
+                 max_connections_per_ip: Optional[int] = None, **options: Any) -> None:
         if mode != "selectors":
             raise ValueError("SelectorServer runs mode='selectors' only, not %r" % (mode,))
         if not isinstance(handler, WebSocketHandler):
@@ -774,6 +783,7 @@ class SelectorServer(SimpleWSServer):
             raise ValueError("write_limit must be a positive number of bytes, not %r" % (write_limit,))
         self._configure(handler, ssl_context, subprotocols, select_subprotocol, origins, process_request,
                         extra_headers, options)
+        self._configure_limits(max_connections, max_connections_per_ip)
         self.write_limit = write_limit
         self._all = set()  # type: Set[SelectorWebSocket]  # every connection, in any phase (loop thread)
         self._ready = collections.deque()  # type: Deque[TimerHandle]
@@ -845,6 +855,8 @@ class SelectorServer(SimpleWSServer):
 
     def serve_forever(self) -> None:
         """Run the loop on this thread until :meth:`shutdown` (or Ctrl+C, which shuts down and returns)."""
+        if self.workers > 1 and self._worker_index is None:
+            return self._supervise()
         with self._lock:
             if self._closed or self._shutdown_request:
                 raise RuntimeError("the server is closed")
@@ -968,6 +980,12 @@ class SelectorServer(SimpleWSServer):
         if self._stopping:
             _close_quietly(sock)
             return
+        limit = self.max_connections
+        if limit is not None and len(self._all) - len(self.connections) >= _handshake_limit(limit):
+            logger.debug("%s: %d handshakes in progress already; closing the connection",
+                         _format_address(address), len(self._all) - len(self.connections))
+            _close_quietly(sock)
+            return
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -997,7 +1015,7 @@ class SelectorServer(SimpleWSServer):
             ws._timer = None
         try:
             if proto.handshake_exc is None:
-                response = self._answer(proto, peer)
+                response = self._answer(proto, peer, ws.remote_address)
             else:
                 response = proto.data_to_send()
         except Exception:
@@ -1043,6 +1061,8 @@ class SelectorServer(SimpleWSServer):
             return
         with self._lock:
             self.connections.discard(ws)
+        self._release_slot(ws.remote_address)
+        self._drop_subscriptions(ws)
         if not ws._handler_done:
             ws._handler_done = True
             code = ws._proto.close_code
@@ -1077,7 +1097,7 @@ class SelectorServer(SimpleWSServer):
 
     # ------------------------------------------------------------------ broadcast and shutdown
 
-    def broadcast(self, message: Data) -> int:
+    def _broadcast_local(self, message: Data) -> int:
         """Queue ``message`` to every open connection in one pass; returns how many it reached.
 
         Never blocks. Connections with more than ``write_limit`` bytes waiting

@@ -20,10 +20,17 @@ from .exceptions import ConnectionClosed
 from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR
 from .housekeeping import Housekeeper
 from .protocol import Data, ServerProtocol
+from .workers import ScalingMixin
 
 __all__ = ["SimpleWSServer", "WebSocketHandler"]
 
 logger = logging.getLogger("simplews")
+
+# Open connections per server unless ``max_connections`` says otherwise. Threaded:
+# each connection is an OS thread (its stack's touched pages, ~100 KiB RSS, plus
+# socket buffers, plus up to max_queue x max_message_size of unread messages).
+DEFAULT_MAX_CONNECTIONS = 512
+RETRY_AFTER = "5"  # seconds, in the Retry-After header of a 503 "too many connections"
 
 HandlerFunc = Callable[[WebSocket], Any]
 HTTPResponse = Tuple[int, Any, Union[str, bytes]]
@@ -48,7 +55,7 @@ class WebSocketHandler(object):
         """The connection closed (``code`` 1006 if it dropped without a close frame)."""
 
 
-class SimpleWSServer(object):
+class SimpleWSServer(ScalingMixin):
     """A WebSocket server, one thread per connection::
 
         def echo(ws):
@@ -64,8 +71,22 @@ class SimpleWSServer(object):
     ``subprotocols`` / ``select_subprotocol``, ``origins``,
     ``process_request(path, headers)``, ``extra_headers`` and ``backlog``.
 
+    ``max_connections`` caps the open WebSocket connections (default
+    :data:`DEFAULT_MAX_CONNECTIONS`, 512, in this mode: every connection is a
+    thread); beyond it a new handshake is answered ``503 Service Unavailable``
+    with ``Retry-After``, and at most as many handshakes (64 if that is more)
+    may be in progress at once: more connections are closed at accept.
+    ``max_connections_per_ip`` (default None: no limit) caps the open
+    connections from one remote address the same way. Both count per process
+    (with ``workers=N``, per worker). See docs/SECURITY.rst.
+
     ``mode="selectors"`` serves every connection from one thread instead
     (needs a :class:`WebSocketHandler`; see :mod:`simplews.selector`).
+
+    ``workers=N`` (POSIX) forks N processes sharing the listening socket
+    (see :mod:`simplews.workers`); ``broker=`` routes :meth:`broadcast` and
+    :meth:`publish` through a :class:`~simplews.broker.Broker` (default with
+    workers > 1: a :class:`~simplews.broker.LocalBroker`). See docs/SCALING.rst.
     """
 
     def __new__(cls, *args: Any, mode: str = "threaded", **kwargs: Any) -> "SimpleWSServer":
@@ -85,11 +106,13 @@ class SimpleWSServer(object):
                  origins: Optional[Sequence[Optional[str]]] = None,
                  process_request: Optional[ProcessRequest] = None,
                  extra_headers: Iterable[Tuple[str, str]] = (), backlog: int = 128,
-                 mode: str = "threaded", **options: Any) -> None:
+                 mode: str = "threaded", max_connections: Optional[int] = DEFAULT_MAX_CONNECTIONS,
+                 max_connections_per_ip: Optional[int] = None, **options: Any) -> None:
         if not (isinstance(handler, WebSocketHandler) or callable(handler)):
             raise TypeError("handler must be a callable taking a WebSocket or a WebSocketHandler instance")
         self._configure(handler, ssl_context, subprotocols, select_subprotocol, origins, process_request,
                         extra_headers, options)
+        self._configure_limits(max_connections, max_connections_per_ip)
         # accepted socket -> the socket its handshake uses now (the TLS one after wrapping)
         self._handshaking = {}  # type: Dict[socket.socket, socket.socket]
         self._threads = set()  # type: Set[threading.Thread]
@@ -107,6 +130,8 @@ class SimpleWSServer(object):
                    origins: Optional[Sequence[Optional[str]]], process_request: Optional[ProcessRequest],
                    extra_headers: Iterable[Tuple[str, str]], options: Dict[str, Any]) -> None:
         """The settings both modes share."""
+        workers = options.pop("workers", 1)
+        broker = options.pop("broker", None)
         self.handler = handler
         self.options = Options(**options)
         self.ssl_context = ssl_context
@@ -117,6 +142,41 @@ class SimpleWSServer(object):
         self.extra_headers = [("Server", _server_header())] + list(extra_headers)
         self.connections = set()  # type: Set[Any]
         self._lock = threading.Lock()
+        self._configure_scaling(workers, broker)
+
+    def _configure_limits(self, max_connections: Optional[int], max_connections_per_ip: Optional[int]) -> None:
+        """Connection limits (both modes): checked when a handshake is about to be accepted."""
+        for name, value in (("max_connections", max_connections),
+                            ("max_connections_per_ip", max_connections_per_ip)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError("%s must be a positive int or None, not %r" % (name, value))
+        self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self._slots = 0  # accepted WebSocket connections not yet ended
+        self._slots_per_ip = {}  # type: Dict[str, int]
+
+    def _take_slot(self, address: Any) -> Optional[str]:
+        """Reserve a connection slot: None when reserved, else why not (takes ``_lock``)."""
+        ip = _address_ip(address)
+        with self._lock:
+            if self.max_connections is not None and self._slots >= self.max_connections:
+                return "max_connections=%d reached" % self.max_connections
+            per_ip = self._slots_per_ip.get(ip, 0)
+            if self.max_connections_per_ip is not None and per_ip >= self.max_connections_per_ip:
+                return "max_connections_per_ip=%d reached for %s" % (self.max_connections_per_ip, ip)
+            self._slots += 1
+            self._slots_per_ip[ip] = per_ip + 1
+        return None
+
+    def _release_slot(self, address: Any) -> None:
+        ip = _address_ip(address)
+        with self._lock:
+            self._slots -= 1
+            left = self._slots_per_ip.get(ip, 1) - 1
+            if left > 0:
+                self._slots_per_ip[ip] = left
+            else:
+                self._slots_per_ip.pop(ip, None)
 
     def _bind(self, host: Optional[str], port: int, backlog: int) -> None:
         """The listening socket and the wake-up pair of the accept loop."""
@@ -156,6 +216,8 @@ class SimpleWSServer(object):
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown` (or Ctrl+C, which shuts down and returns)."""
+        if self.workers > 1 and self._worker_index is None:
+            return self._supervise()
         if self._closed:
             raise RuntimeError("the server is closed")
         self._stopped.clear()
@@ -207,6 +269,11 @@ class SimpleWSServer(object):
             self._start_connection(sock, address)
 
     def _start_connection(self, sock: socket.socket, address: Any) -> None:
+        if self.max_connections is not None and len(self._handshaking) >= _handshake_limit(self.max_connections):
+            logger.debug("%s: %d handshakes in progress already; closing the connection",
+                         _format_address(address), len(self._handshaking))
+            _close_quietly(sock)
+            return
         thread = threading.Thread(target=self._run_connection, args=(sock, address),
                                   name="simplews-%s" % (_format_address(address),), daemon=True)
         with self._lock:
@@ -237,6 +304,8 @@ class SimpleWSServer(object):
             if ws is not None:
                 with self._lock:
                     self.connections.discard(ws)
+                self._release_slot(address)
+                self._drop_subscriptions(ws)
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
@@ -270,6 +339,7 @@ class SimpleWSServer(object):
         options = self.options
         deadline = time.monotonic() + options.open_timeout
         accepted = sock  # its key in self._handshaking
+        proto = None  # type: Optional[ServerProtocol]
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -284,7 +354,7 @@ class SimpleWSServer(object):
                 _close_quietly(sock)
                 return None
             if proto.handshake_exc is None:
-                response = self._answer(proto, peer)
+                response = self._answer(proto, peer, address)
             else:
                 response = proto.data_to_send()
             if proto.state.name == "OPEN":
@@ -295,10 +365,14 @@ class SimpleWSServer(object):
         except (socket.timeout, TimeoutError):
             logger.info("%s: opening handshake timed out after %ss", peer, options.open_timeout)
             _close_quietly(sock)
+            if proto is not None and proto.state.name == "OPEN":
+                self._release_slot(address)
             return None
         except OSError as exc:
             logger.info("%s: connection failed during the handshake: %s", peer, exc)
             _close_quietly(sock)
+            if proto is not None and proto.state.name == "OPEN":
+                self._release_slot(address)
             return None
         if proto.handshake_exc is not None:
             exc = proto.handshake_exc
@@ -309,6 +383,7 @@ class SimpleWSServer(object):
         request = proto.request
         assert request is not None
         logger.debug("%s: connection open on %s", peer, request.target)
+        # its connection slot is released when _run_connection ends
         return WebSocket(sock, proto, options, path=request.target, request_headers=request.headers,
                          response_headers=proto.response_headers, subprotocol=proto.subprotocol,
                          remote_address=address, housekeeper=self._housekeeper)
@@ -343,8 +418,13 @@ class SimpleWSServer(object):
             proto.receive_data(data)
         return True
 
-    def _answer(self, proto: ServerProtocol, peer: str) -> bytes:
-        """The response: from ``process_request`` if it returns one, else the upgrade."""
+    def _answer(self, proto: ServerProtocol, peer: str, address: Any = None) -> bytes:
+        """The response: from ``process_request`` if it returns one, else the upgrade.
+
+        An accepted upgrade holds a connection slot (see ``max_connections``):
+        the caller releases it with :meth:`_release_slot` when the connection
+        ends; without a free slot the answer is 503.
+        """
         request = proto.request
         assert request is not None
         if self.process_request is not None:
@@ -358,11 +438,23 @@ class SimpleWSServer(object):
                 logger.info("%s: %s %s answered by process_request: HTTP %d", peer, request.method,
                             request.target, status)
                 return proto.reject(status, headers, body)
-        return proto.accept()
+        refused = self._take_slot(address)
+        if refused is not None:
+            logger.info("%s: %s %s refused: %s; answering 503", peer, request.method, request.target, refused)
+            return proto.reject(503, [("Retry-After", RETRY_AFTER)],
+                                b"Too many connections; retry later.\n")
+        try:
+            response = proto.accept()
+        except BaseException:
+            self._release_slot(address)
+            raise
+        if proto.state.name != "OPEN":
+            self._release_slot(address)
+        return response
 
     # ------------------------------------------------------------------ broadcast and shutdown
 
-    def broadcast(self, message: Data) -> int:
+    def _broadcast_local(self, message: Data) -> int:
         """Send ``message`` to every open connection; returns how many it reached.
 
         A slow client holds it up at most its ``write_timeout`` (then that
@@ -561,6 +653,18 @@ def _drain_wakeup(sock: socket.socket) -> None:
 
 def _called_from(threads: List[threading.Thread]) -> bool:
     return threading.current_thread() in threads
+
+
+def _handshake_limit(max_connections: int) -> int:
+    """How many handshakes may be in progress at once (more are closed at accept)."""
+    return max(max_connections, 64)
+
+
+def _address_ip(address: Any) -> str:
+    """The host part of a remote address (the key of ``max_connections_per_ip``)."""
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)
 
 
 def _format_address(address: Any) -> str:

@@ -10,6 +10,10 @@ import pytest
 import simplews
 
 
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "slow: long-running tests (deselect with -m 'not slow')")
+
+
 def _open_fds() -> List[str]:
     try:
         return sorted(os.listdir("/proc/self/fd"))
