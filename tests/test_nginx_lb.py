@@ -51,6 +51,7 @@ def start_backend() -> Any:
     if not line.strip().isdigit():
         proc.kill()
         proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
         raise AssertionError("the backend did not start")
     return proc, int(line)
 
@@ -119,6 +120,7 @@ def stack() -> Iterator[Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            proc.stdout.close()
         shutil.rmtree(prefix, ignore_errors=True)
 
 

@@ -94,6 +94,7 @@ class App(object):
         self.port = int(line)
         self.url = "ws://127.0.0.1:%d/" % self.port
         self.stderr = b""
+        self.stopped = False
         self.known_children = set()  # type: Set[int]
         wait_until(lambda: len(self.children()) == workers, GUARD * 3, "the workers")
 
@@ -103,6 +104,9 @@ class App(object):
         return found
 
     def stop(self) -> int:
+        if self.stopped:  # the test stopped it already; Python 3.6 can't communicate() twice
+            return self.proc.returncode  # type: ignore[no-any-return]
+        self.stopped = True
         if self.proc.poll() is None:
             self.children()
             self.proc.send_signal(signal.SIGTERM)
