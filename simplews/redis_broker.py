@@ -36,6 +36,14 @@ __all__ = ["RedisBroker"]
 logger = logging.getLogger("simplews")
 
 
+def _close_client(client: Any) -> None:
+    """Close a client and its connection pool (redis-py before 4.5 leaves the pool open)."""
+    try:
+        client.close()
+    finally:
+        client.connection_pool.disconnect()
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -125,7 +133,7 @@ class RedisBroker(Broker):
         with self._lock:
             publisher, self._publisher = self._publisher, None
         if publisher is not None:
-            publisher.close()
+            _close_client(publisher)
         self._subscriptions.clear()
 
     # ------------------------------------------------------------------ subscriber
@@ -157,7 +165,7 @@ class RedisBroker(Broker):
                     replies = client.xread(streams, count=1000, block=block_ms)
                 except self._redis.RedisError as exc:
                     if client is not None:
-                        client.close()
+                        _close_client(client)
                         client = None
                     if not failing:
                         logger.warning("lost the Redis broker at %s (%s); reconnecting", self.url, exc)
@@ -174,7 +182,7 @@ class RedisBroker(Broker):
             logger.exception("the Redis subscriber failed")
         finally:
             if client is not None:
-                client.close()
+                _close_client(client)
 
     def _deliver(self, replies: List[Any]) -> None:
         for _, entries in replies:
