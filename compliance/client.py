@@ -30,13 +30,16 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--agent", default="simplews")
     parser.add_argument("--no-compression", action="store_true", help="do not offer permessage-deflate")
+    parser.add_argument("--compress-level", type=int, default=6,
+                        help="zlib level for outgoing messages (default 6, the library's)")
     parser.add_argument("--debug", action="store_true", help="log simplews at DEBUG level")
     parser.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     base = "ws://%s:%d" % (args.host, args.port)
-    options: Dict[str, Any] = {"compression": None if args.no_compression else "default",
+    compression = None if args.no_compression else simplews.DeflateConfig(compress_level=args.compress_level)
+    options: Dict[str, Any] = {"compression": compression,
                                "max_message_size": MAX_MESSAGE_SIZE, "ping_interval": None, "timeout": 30}
 
     with simplews.connect(base + "/getCaseCount", **options) as ws:

@@ -209,7 +209,8 @@ def run_server_tests(wstest: str, procs: Processes, args: argparse.Namespace, tm
     outdir = fresh_outdir(args.reports, name + ("-nocompression" if args.no_compression else ""))
     port = free_port()
     server_log = os.path.join(outdir, "simplews-server.log")
-    command = [sys.executable, os.path.join(HERE, "server.py"), "--port", str(port), "--mode", args.mode]
+    command = [sys.executable, os.path.join(HERE, "server.py"), "--port", str(port), "--mode", args.mode,
+               "--compress-level", str(args.compress_level)]
     if args.no_compression:
         command.append("--no-compression")
     server = procs.start(command, server_log)
@@ -259,7 +260,8 @@ def run_client_tests(wstest: str, procs: Processes, args: argparse.Namespace, tm
     print("client run: wstest on port %d, cases %s, excluded %s" % (port, cases, exclude or "none"), flush=True)
     tester = procs.start([wstest, "-m", "fuzzingserver", "-s", spec_path, "-u", "0"], wstest_log, cwd=tmp)
     wait_for_port(port, tester, 60)
-    command = [sys.executable, os.path.join(HERE, "client.py"), "--port", str(port), "--agent", AGENT]
+    command = [sys.executable, os.path.join(HERE, "client.py"), "--port", str(port), "--agent", AGENT,
+               "--compress-level", str(args.compress_level)]
     if args.no_compression:
         command.append("--no-compression")
     started = time.monotonic()
@@ -359,6 +361,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="skip the slow 9.* and the 12.*/13.* groups")
     parser.add_argument("--mode", choices=("threaded", "selectors"), default="threaded",
                         help="the server's mode (default threaded)")
+    parser.add_argument("--compress-level", type=int, default=6,
+                        help="zlib level simplews compresses with (default 6, the library's; 1 is faster)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per run (default 3600)")
     parser.add_argument("--reports", default=REPORTS,
                         help="directory for the reports (default compliance/reports; its server*/client* "

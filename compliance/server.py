@@ -41,6 +41,8 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--no-compression", action="store_true", help="do not accept permessage-deflate")
+    parser.add_argument("--compress-level", type=int, default=6,
+                        help="zlib level for outgoing messages (default 6, the library's)")
     parser.add_argument("--mode", choices=("threaded", "selectors"), default="threaded",
                         help="server mode (default threaded: one thread per connection)")
     parser.add_argument("--debug", action="store_true", help="log simplews at DEBUG level")
@@ -49,7 +51,7 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     server = simplews.SimpleWSServer(
         echo if args.mode == "threaded" else EchoHandler(), host=args.host, port=args.port, mode=args.mode,
-        compression=None if args.no_compression else "default",
+        compression=None if args.no_compression else simplews.DeflateConfig(compress_level=args.compress_level),
         max_message_size=MAX_MESSAGE_SIZE, ping_interval=None)
 
     def stop(signum: int, frame: object) -> None:
