@@ -924,8 +924,10 @@ class SelectorServer(SimpleWSServer):
                         logger.exception("internal error on %s; closing it", ws._peer())
                         ws._close_transport()
                 elif key.fileobj is wake_r:
-                    self._wake_pending = False
+                    # Drain first, then clear: a wake sent in between must not be
+                    # drained while the flag still says "pending" (a lost wake-up).
                     _drain_wakeup(wake_r)
+                    self._wake_pending = False
                 elif not self._stopping:
                     try:
                         self._accept(listener)
@@ -1149,7 +1151,9 @@ class SelectorServer(SimpleWSServer):
         if running:
             self._wake()
             if not self._on_loop_thread():
-                self._stopped.wait()
+                while not self._stopped.wait(1.0):
+                    self._wake_pending = False  # belt and braces: wake the loop again
+                    self._wake()
 
     def server_close(self) -> None:
         """Release the listening socket without serving (after creation or after shutdown)."""
