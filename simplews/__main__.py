@@ -390,6 +390,7 @@ def _install_trace(ws: WebSocket) -> None:
             trace.debug("> %d bytes (not traced: %s)", len(data), exc)
         write(data)
 
+    proto.fast_path = False  # every frame through the parser, so every frame is traced
     parser.next_frame = traced_next_frame
     ws._write = traced_write  # type: ignore[assignment]
 

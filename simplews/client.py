@@ -577,6 +577,8 @@ def connect(uri: str, *, timeout: float = 10, subprotocols: Optional[Sequence[st
             ws.send("hello")
             print(ws.recv(timeout=5))
 
+    ``timeout`` is the opening handshake's deadline (TCP, proxy, TLS and
+    HTTP): it takes the place of ``open_timeout``, which is ignored here.
     Also accepts ``proxy``, ``max_redirects``, ``server_hostname`` and the
     connection options; see :class:`SimpleWSClient`.
     """

@@ -26,11 +26,11 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import frames
 from .exceptions import ConnectionClosed, ConnectionClosedError
-from .protocol import Close, Data, Pong, Protocol, State
+from .protocol import Close, Data, Fragment, Pong, Protocol, State
 
 __all__ = ["WebSocket", "ConnectionState", "Options", "Ping"]
 
@@ -131,12 +131,26 @@ class Ping(object):
 class ConnectionState(object):
     """What both connection objects (threaded and selectors) tell about their protocol's state.
 
-    Subclasses set ``_proto`` (the Protocol) and ``_buffered`` (bytes not yet written).
+    Subclasses set ``_proto`` (the Protocol), ``_sock`` and ``_buffered`` (bytes not yet written).
     """
 
     __slots__ = ()
     _proto: Protocol
+    _sock: socket.socket
     _buffered: int
+
+    @property
+    def peer_certificate(self) -> Optional[Dict[str, Any]]:
+        """The peer's TLS certificate, as :meth:`ssl.SSLSocket.getpeercert` gives it
+        (a server sees one only when its ``ssl_context`` asks for client
+        certificates); None without TLS or without a certificate."""
+        getpeercert = getattr(self._sock, "getpeercert", None)
+        if getpeercert is None:
+            return None
+        try:
+            return getpeercert() or None  # type: ignore[no-any-return]
+        except (OSError, ValueError):  # closed meanwhile
+            return None
 
     @property
     def state(self) -> State:
@@ -172,7 +186,7 @@ class WebSocket(ConnectionState):
     def __init__(self, sock: socket.socket, protocol: Protocol, options: Options,
                  path: str = "/", request_headers: Any = None, response_headers: Any = None,
                  subprotocol: Optional[str] = None, remote_address: Any = None,
-                 housekeeper: Any = None) -> None:
+                 housekeeper: Any = None, peer_address: Any = None) -> None:
         self._sock = sock
         self._proto = protocol
         self.options = options
@@ -189,13 +203,17 @@ class WebSocket(ConnectionState):
                 remote_address = sock.getpeername()
             except OSError:
                 remote_address = None
+        # remote_address: the client's (host, port), from a trusted proxy's X-Forwarded-For /
+        # X-Real-IP as (host, 0) (server trusted_proxies=); peer_address: the TCP peer, always
         self.remote_address = remote_address
+        self.peer_address = peer_address if peer_address is not None else remote_address  # type: Any
         self._lock = threading.Lock()
         self._message_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
-        self._messages = collections.deque()  # type: Deque[Data]
+        self._messages = collections.deque()  # type: Deque[Union[Data, Fragment]]
+        self._skip_fragments = False  # the rest of a message whose stream was abandoned is discarded
         self._pings = collections.OrderedDict()  # type: collections.OrderedDict[bytes, Ping]
         self._sock_closed = False
         self._plain = not hasattr(sock, "pending")  # TLS sockets have pending()
@@ -225,6 +243,10 @@ class WebSocket(ConnectionState):
         ConnectionClosed if the connection is closed (or the write timed out).
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
+            with self._lock:
+                if not self._message_lock.locked():  # no fragmented message is being sent
+                    self._write(self._proto.send_data(message))
+                    return
             with self._message_lock, self._lock:
                 self._write(self._proto.send_data(message))
             return
@@ -262,10 +284,95 @@ class WebSocket(ConnectionState):
         the connection, and ConnectionClosed once the connection is closed.
         """
         messages = self._messages
-        if messages:
-            return messages.popleft()
-        self._wait_for(messages.__len__, timeout, raise_closed=True, for_recv=True)  # no closure per call
-        return messages.popleft()
+        if not messages and timeout is None and not self._skip_fragments:
+            self._read_until_message()
+        if messages and not self._skip_fragments:
+            item = messages.popleft()
+        else:
+            item = self._next_item(timeout, stream=False)
+        if item.__class__ is Fragment:
+            return self._assemble(item, timeout)
+        return item  # type: ignore[return-value]
+
+    def recv_streaming(self, timeout: Optional[float] = None) -> Iterator[Data]:
+        """The next message, piece by piece as its frames arrive, never held whole.
+
+        Yields ``str`` pieces for a text message (each valid UTF-8 on its own:
+        a character split across frames comes with the later piece) and
+        ``bytes`` for a binary one; a message that arrived whole comes as one
+        piece. While streaming, ``max_message_size`` bounds each frame rather
+        than the message. ``timeout`` bounds the wait for each piece
+        (:class:`TimeoutError`); a stream left unfinished (timeout, ``break``)
+        has the rest of its message discarded, and the next ``recv`` returns
+        the message after it. Raises ConnectionClosed like :meth:`recv`.
+        """
+        item = self._next_item(timeout, stream=True)
+        if item.__class__ is not Fragment:
+            yield item  # type: ignore[misc]
+            return
+        fragment = item
+        try:
+            yield fragment.data
+            while not fragment.fin:
+                fragment = self._next_item(timeout, stream=True)  # type: ignore[assignment]
+                yield fragment.data
+        finally:
+            if not fragment.fin:
+                self._skip_fragments = True
+
+    def _read_until_message(self) -> None:
+        """§perf: the common ``recv()`` — no timeout, nobody else reading, connection
+        open — reads the socket directly; anything else is left to :meth:`_wait_for`."""
+        if not self._read_lock.acquire(False):
+            return
+        try:
+            proto = self._proto
+            while (not self._messages and proto.state is State.OPEN and proto._deferred_failure is None
+                   and not self._sock_closed):
+                self._read_once(None)
+        finally:
+            self._read_lock.release()
+            if self._waiters:
+                with self._cond:
+                    self._cond.notify_all()
+
+    def _next_item(self, timeout: Optional[float], stream: bool) -> Union[Data, Fragment]:
+        """Pop the next message or fragment, waiting for it; skips the tail of an abandoned stream."""
+        messages = self._messages
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not messages:
+                if stream:
+                    with self._lock:
+                        self._proto.stream_next_message()
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self._wait_for(messages.__len__, remaining, raise_closed=True, for_recv=True)
+            item = messages.popleft()
+            if self._skip_fragments:
+                if item.__class__ is Fragment:
+                    if item.fin:
+                        self._skip_fragments = False
+                    continue
+                self._skip_fragments = False
+            return item
+
+    def _assemble(self, first: Fragment, timeout: Optional[float]) -> Data:
+        """A whole message from fragments (``recv`` after a ``recv_streaming`` that got nothing).
+
+        On timeout or close the pieces taken so far go back to the queue, so no data is lost.
+        """
+        parts = [first.data]
+        fragment = first
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not fragment.fin:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                fragment = self._next_item(remaining, stream=False)  # type: ignore[assignment]
+                parts.append(fragment.data)
+        except BaseException:
+            self._messages.appendleft(Fragment(_join(parts), False))
+            raise
+        return _join(parts)
 
     def __iter__(self) -> Iterator[Data]:
         """Messages until the connection closes (any close ends the loop; see ``close_code``)."""
@@ -505,24 +612,25 @@ class WebSocket(ConnectionState):
             if not was_closed and proto.close_rcvd is None:
                 logger.debug("%s: connection dropped without a close frame", self._peer())
         for event in events:
-            if isinstance(event, (str, bytes)):
+            cls = event.__class__
+            if cls is str or cls is bytes or cls is Fragment:
                 if proto.close_sent is not None and len(self._messages) >= self.options.max_queue:
                     continue  # closing: the application no longer reads; drop the excess
-                self._messages.append(event)
-            elif isinstance(event, Pong):
-                self._pong_received(event.data)
-            elif isinstance(event, Close):
-                logger.debug("%s: close received: %d %r", self._peer(), event.code, event.reason)
-        out = proto.data_to_send()
-        if out:
+                self._messages.append(event)  # type: ignore[arg-type]
+            elif cls is Pong:
+                self._pong_received(event.data)  # type: ignore[union-attr]
+            elif cls is Close:
+                logger.debug("%s: close received: %d %r", self._peer(), event.code, event.reason)  # type: ignore
+        if proto._outgoing:
             try:
-                self._write(out)
+                self._write(proto.data_to_send())
             except ConnectionClosed:
                 pass
-        if proto.failure is not None and proto.state is State.CLOSED and not self._sock_closed:
-            logger.info("%s: closing connection: %s", self._peer(), proto.failure)
-        if proto.close_transport_now():
-            self._close_socket()
+        if proto.state is State.CLOSED:
+            if proto.failure is not None and not self._sock_closed:
+                logger.info("%s: closing connection: %s", self._peer(), proto.failure)
+            if proto.close_transport_now():
+                self._close_socket()
 
     def _pong_received(self, data: bytes) -> None:
         pings = self._pings
@@ -621,6 +729,14 @@ class WebSocket(ConnectionState):
             host = address[0]
             return ("[%s]:%s" if ":" in str(host) else "%s:%s") % (host, address[1])
         return str(address)
+
+
+def _join(parts: List[Data]) -> Data:
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], str):
+        return "".join(parts)  # type: ignore[arg-type]
+    return b"".join(parts)  # type: ignore[arg-type]
 
 
 def _is_timeout(exc: BaseException) -> bool:

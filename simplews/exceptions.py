@@ -48,7 +48,7 @@ class ConnectionClosed(WebSocketError):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection ended normally (close code 1000 or 1001)."""
+    """The connection ended normally (close code 1000 or 1001, or a close frame without a code: 1005)."""
 
 
 class ConnectionClosedError(ConnectionClosed):

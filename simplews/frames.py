@@ -17,7 +17,7 @@ __all__ = [
     "CLOSE_NO_STATUS", "CLOSE_ABNORMAL", "CLOSE_INVALID_PAYLOAD", "CLOSE_POLICY_VIOLATION",
     "CLOSE_MESSAGE_TOO_BIG", "CLOSE_MANDATORY_EXTENSION", "CLOSE_INTERNAL_ERROR",
     "CLOSE_SERVICE_RESTART", "CLOSE_TRY_AGAIN_LATER", "CLOSE_BAD_GATEWAY", "CLOSE_TLS_HANDSHAKE",
-    "Frame", "FrameParser", "apply_mask", "build_frame", "encode_close", "decode_close",
+    "Frame", "FrameParser", "apply_mask", "build_frame", "parse_single_frame", "encode_close", "decode_close",
     "is_valid_close_code",
 ]
 
@@ -149,13 +149,51 @@ def build_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = Fals
 
     ``mask=True`` (the client side) masks with a fresh random key (§5.3).
     """
+    n = len(payload)
+    if n < 126 and fin and not rsv1:  # §perf: the common small frame, header inline
+        if mask:
+            key = os.urandom(4)
+            return bytes((0x80 | opcode, 0x80 | n)) + key + _mask_block(payload, key, n)
+        return bytes((0x80 | opcode, n)) + payload
     if mask:
         key = os.urandom(4)
-        n = len(payload)
         if n > _MASK_CHUNK:  # header and masked blocks joined once: no extra copy of a large payload
             return b"".join([build_header(opcode, n, fin, rsv1, key)] + _mask_parts(payload, key, n))
         return build_header(opcode, n, fin, rsv1, key) + apply_mask(payload, key)
-    return build_header(opcode, len(payload), fin, rsv1) + payload
+    return build_header(opcode, n, fin, rsv1) + payload
+
+
+def parse_single_frame(data: bytes, expect_masked: bool) -> Optional[Tuple[int, bytes]]:
+    """(opcode, unmasked payload) when ``data`` is exactly one complete, final
+    text or binary frame of at most 64 KiB, without RSV bits and masked as
+    ``expect_masked`` says; None for anything else.
+
+    §perf: the common case of one small message per read, without the
+    incremental parser's bookkeeping. It only *recognises* frames whose header
+    is valid; everything else, errors included, goes to :class:`FrameParser`.
+    """
+    n = len(data)
+    if n < 2:
+        return None
+    b0 = data[0]
+    if b0 != 0x81 and b0 != 0x82:  # FIN + TEXT / BINARY, no RSV bits
+        return None
+    b1 = data[1]
+    length = b1 & 0x7F
+    if length < 126:
+        start = 2
+    elif length == 126 and n >= 4:
+        length = (data[2] << 8) | data[3]
+        start = 4
+    else:
+        return None
+    if b1 & 0x80:
+        if not expect_masked or n != start + 4 + length:
+            return None
+        return b0 & 0x0F, _mask_block(data[start + 4:], data[start:start + 4], length)
+    if expect_masked or n != start + length:
+        return None
+    return b0 & 0x0F, data[start:]
 
 
 class Frame(object):

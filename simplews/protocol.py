@@ -33,7 +33,7 @@ from .frames import (
 )
 
 __all__ = [
-    "State", "SERVER", "CLIENT", "Ping", "Pong", "Close", "Event", "Data",
+    "State", "SERVER", "CLIENT", "Ping", "Pong", "Close", "Fragment", "Event", "Data",
     "Protocol", "ServerProtocol", "ClientProtocol", "DEFAULT_MAX_MESSAGE_SIZE",
 ]
 
@@ -93,7 +93,22 @@ class Close(object):
         return "Close(%d, %r)" % (self.code, self.reason)
 
 
-Event = Union[str, bytes, Ping, Pong, Close]
+class Fragment(object):
+    """One frame's worth of a data message streamed as it arrives (see
+    :meth:`Protocol.stream_next_message`): ``str`` pieces for text, ``bytes``
+    for binary; ``fin`` marks the last piece."""
+
+    __slots__ = ("data", "fin")
+
+    def __init__(self, data: "Data", fin: bool) -> None:
+        self.data = data
+        self.fin = fin
+
+    def __repr__(self) -> str:
+        return "Fragment(%r, fin=%r)" % (self.data, self.fin)
+
+
+Event = Union[str, bytes, Ping, Pong, Close, Fragment]
 
 
 # Deflate's worst case grows incompressible data by 5 bytes per 16 KiB block:
@@ -117,6 +132,10 @@ class Protocol(object):
         self.max_message_size = max_message_size
         self.deflate = deflate
         self._mask = side == CLIENT
+        self._expect_masked = side == SERVER
+        # Whole small frames skip the incremental parser (same rules, fewer calls);
+        # False sends every frame through FrameParser (e.g. to trace frames).
+        self.fast_path = True
         self._parser = FrameParser(expect_masked=side == SERVER, max_size=None,
                                    allow_rsv1=deflate is not None)
         self._outgoing = []  # type: List[bytes]
@@ -127,6 +146,7 @@ class Protocol(object):
         self._msg_size = 0
         self._decoder = None          # type: Any
         self._peeked = 0              # bytes of the arriving frame already UTF-8 checked
+        self._streaming = False       # deliver the current/next message as Fragment events
         # message being sent in fragments
         self._send_opcode = 0
         # closing handshake
@@ -160,6 +180,11 @@ class Protocol(object):
             self._fail_on(exc)
             return []
         parser = self._parser
+        if (not parser._buf and self.fast_path and not self._msg_opcode and not self._streaming
+                and self.state is State.OPEN):
+            message = self._whole_message(data)
+            if message is not None:
+                return [message]
         parser.feed(data)
         events = []  # type: List[Event]
         try:
@@ -189,6 +214,34 @@ class Protocol(object):
             else:
                 self._fail_on(exc)
             return events
+
+    def stream_next_message(self) -> None:
+        """Deliver the next data message (or the rest of the one arriving) as
+        :class:`Fragment` events, one per frame, instead of whole.
+
+        Nothing is accumulated: ``max_message_size`` then bounds each frame
+        (after decompression), not the message, so memory stays bounded
+        however long the message. Applies to one message, then whole messages
+        resume.
+        """
+        self._streaming = True
+
+    def _whole_message(self, data: bytes) -> Optional[Data]:
+        """§perf: ``data`` is exactly one small valid message (the common case): decode it
+        without the parser. None hands everything else, errors included, to the parser."""
+        frame = frames.parse_single_frame(data, self._expect_masked)
+        if frame is None:
+            return None
+        opcode, payload = frame
+        limit = self.max_message_size
+        if limit is not None and len(payload) > limit:
+            return None
+        if opcode == OP_BINARY:
+            return payload
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
 
     @property
     def failure_pending(self) -> bool:
@@ -238,7 +291,7 @@ class Protocol(object):
             return _wire_limit(limit)
         return limit
 
-    def _receive_data_frame(self, frame: frames.Frame) -> Optional[Data]:
+    def _receive_data_frame(self, frame: frames.Frame) -> Union[Data, Fragment, None]:
         opcode = frame.opcode
         payload = frame.payload
         if opcode == OP_CONT:
@@ -250,7 +303,7 @@ class Protocol(object):
             if self._msg_opcode:
                 raise ProtocolError("new %s frame while a fragmented message is in progress"
                                     % frames.OPCODE_NAMES[opcode])
-            if frame.fin and not frame.rsv1:  # the common case: one whole uncompressed frame
+            if frame.fin and not frame.rsv1 and not self._streaming:  # the common case: one whole frame
                 return self._single_frame_message(opcode, payload)
             self._msg_opcode = opcode
             self._msg_compressed = frame.rsv1
@@ -270,16 +323,31 @@ class Protocol(object):
                                     code=CLOSE_INVALID_PAYLOAD) from None
         else:
             self._msg_parts.append(payload)
+        if self._streaming:
+            piece = self._take_parts()
+            self._msg_size = 0  # streamed: the limit bounds each frame, nothing is held
+            if frame.fin:
+                self._end_message()
+            return Fragment(piece, frame.fin)
         if not frame.fin:
             return None
+        message = self._take_parts()
+        self._end_message()
+        return message
+
+    def _take_parts(self) -> Data:
         parts = self._msg_parts
-        message = ("" if self._msg_opcode == OP_TEXT else b"").join(parts)  # type: Data
         self._msg_parts = []
+        if len(parts) == 1:
+            return parts[0]  # type: ignore[no-any-return]
+        return ("" if self._msg_opcode == OP_TEXT else b"").join(parts)
+
+    def _end_message(self) -> None:
         self._msg_opcode = 0
         self._msg_compressed = False
         self._msg_size = 0
         self._decoder = None
-        return message
+        self._streaming = False
 
     def _single_frame_message(self, opcode: int, payload: bytes) -> Data:
         if self.max_message_size is not None and len(payload) > self.max_message_size:
@@ -359,8 +427,8 @@ class Protocol(object):
             payload = bytes(data)
         else:
             raise TypeError("a message must be str or bytes, not %s" % type(data).__name__)
-        self._check_can_send()
-        if self._send_opcode:
+        if self.state is not State.OPEN or self._send_opcode:
+            self._check_can_send()
             raise RuntimeError("a fragmented message is being sent; finish it first")
         deflate = self.deflate
         if deflate is not None and deflate.should_compress(len(payload)):

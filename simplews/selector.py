@@ -63,6 +63,7 @@ from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_
 from .protocol import Close, Data, Pong, ServerProtocol, State
 from .server import (
     SimpleWSServer, WebSocketHandler, _close_quietly, _drain_wakeup, _format_address, _handshake_limit,
+    _is_tls_alert,
 )
 
 __all__ = ["SelectorServer", "SelectorWebSocket", "SelectorPing", "TimerHandle", "DEFAULT_WRITE_LIMIT"]
@@ -207,6 +208,7 @@ class SelectorWebSocket(ConnectionState):
         "_paused", "_bp_paused", "_timer", "_abort_timer", "_ka_timer", "_ka_ping", "_ka_next",
         "_pings", "_handler_done", "_muted", "options",
         "path", "request_headers", "response_headers", "subprotocol", "remote_address", "local_address",
+        "peer_address",
         "on_pong", "__dict__", "__weakref__",
     )
 
@@ -243,7 +245,8 @@ class SelectorWebSocket(ConnectionState):
         self.request_headers = None  # type: Any
         self.response_headers = None  # type: Any
         self.subprotocol = None   # type: Optional[str]
-        self.remote_address = address
+        self.remote_address = address  # the client's; a trusted proxy's forward once the request is read
+        self.peer_address = address    # the TCP peer, always (see SimpleWSServer trusted_proxies)
         self.local_address = None  # type: Any
         self.on_pong = None       # type: Optional[Callable[[bytes], None]]
 
@@ -522,7 +525,7 @@ class SelectorWebSocket(ConnectionState):
                 self._lingered += size
                 if self._lingered >= _LINGER_BYTES:
                     self._close_transport()
-            more = tls and sock.pending()  # type: ignore[attr-defined]
+            more = tls and phase != _LINGER and sock.pending()  # type: ignore[attr-defined]
             if self._phase == _DONE or not more or not self._reading():
                 return
 
@@ -639,12 +642,41 @@ class SelectorWebSocket(ConnectionState):
             return
         except (OSError, ValueError) as exc:
             logger.info("%s: TLS handshake failed: %s", self._peer(), exc)
-            self._close_transport()
+            if _is_tls_alert(exc):
+                self._linger_after_alert()
+            else:
+                self._close_transport()
             return
         self._phase = _HTTP
         self._tls_want = 0
         self._update_events()
         self._read()  # decrypted bytes may already wait inside the TLS object
+
+    def _linger_after_alert(self) -> None:
+        """The TLS handshake failed and OpenSSL sent the client an alert naming why
+        (e.g. "certificate required"): stop writing, then read and drop what the
+        client still sends for a moment, so closing does not reset the connection
+        and lose the alert (loop thread)."""
+        if self._events:
+            try:
+                self._server._selector.unregister(self._sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            self._events = 0
+        raw = socket.socket(fileno=self._sock.detach())  # type: ignore[attr-defined]
+        self._sock = raw
+        try:
+            raw.setblocking(False)
+            raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close_transport()
+            return
+        self._phase = _LINGER
+        self._shut_wr = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._server.call_later(_LINGER_TIME, self._linger_done)
+        self._update_events()
 
     def _arm_abort_timer(self) -> None:
         """Closing started: TCP must be closed within ``close_timeout`` (loop thread)."""
@@ -1011,7 +1043,11 @@ class SelectorServer(SimpleWSServer):
     def _handshake_done(self, ws: SelectorWebSocket) -> None:
         """The request head arrived (or was rejected): answer it (loop thread)."""
         proto = ws._proto
+        if proto.request is not None:  # before the slot is taken: max_connections_per_ip counts clients
+            ws.remote_address = self._client_address(ws.peer_address, proto.request.headers)
         peer = ws._peer()
+        if ws.remote_address is not ws.peer_address:
+            peer = "%s via %s" % (peer, _format_address(ws.peer_address))
         if ws._timer is not None:
             ws._timer.cancel()
             ws._timer = None

@@ -10,6 +10,7 @@ sockets and threads.
 import errno
 import logging
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
@@ -80,6 +81,14 @@ class SimpleWSServer(ScalingMixin):
     connections from one remote address the same way. Both count per process
     (with ``workers=N``, per worker). See docs/SECURITY.rst.
 
+    ``trusted_proxies`` (default None: nobody) lists the reverse proxies, as
+    IP addresses and networks (``["127.0.0.1", "10.0.0.0/8", "::1"]``), whose
+    ``X-Forwarded-For`` / ``X-Real-IP`` headers are believed: a connection
+    from one of them gets the client's address as ``ws.remote_address``
+    (``(host, 0)``; also in logs and for ``max_connections_per_ip``), its TCP
+    peer stays in ``ws.peer_address``. See :mod:`simplews.forwarded` and
+    docs/REVERSE_PROXY.rst.
+
     ``mode="selectors"`` serves every connection from one thread instead
     (needs a :class:`WebSocketHandler`; see :mod:`simplews.selector`).
 
@@ -132,6 +141,11 @@ class SimpleWSServer(ScalingMixin):
         """The settings both modes share."""
         workers = options.pop("workers", 1)
         broker = options.pop("broker", None)
+        trusted_proxies = options.pop("trusted_proxies", None)
+        self.trusted_proxies = None  # type: Any  # a forwarded.TrustedProxies when given
+        if trusted_proxies is not None:
+            from .forwarded import TrustedProxies  # imports ipaddress: only for those who use it
+            self.trusted_proxies = TrustedProxies(trusted_proxies)
         self.handler = handler
         self.options = Options(**options)
         self.ssl_context = ssl_context
@@ -167,6 +181,21 @@ class SimpleWSServer(ScalingMixin):
             self._slots += 1
             self._slots_per_ip[ip] = per_ip + 1
         return None
+
+    def _client_address(self, address: Any, headers: http11.Headers) -> Any:
+        """The client's address: ``address`` (the TCP peer), or the one a trusted proxy forwarded.
+
+        Called once the request head is read, before :meth:`_take_slot`, so
+        ``max_connections_per_ip`` counts clients, not proxies.
+        """
+        if self.trusted_proxies is None:
+            return address
+        from .forwarded import forwarded_address
+        client = forwarded_address(address, headers, self.trusted_proxies)
+        if client is not address:
+            logger.debug("%s: client %s (forwarded by a trusted proxy)", _format_address(address),
+                         _format_address(client))
+        return client
 
     def _release_slot(self, address: Any) -> None:
         ip = _address_ip(address)
@@ -295,6 +324,7 @@ class SimpleWSServer(ScalingMixin):
                     self.connections.add(ws)
         if late:
             ws.close(CLOSE_GOING_AWAY, "server shutting down")  # type: ignore[union-attr]
+        client = ws.remote_address if ws is not None else address  # its slot's key, before the handler runs
         try:
             if ws is None:
                 sock.close()
@@ -304,32 +334,13 @@ class SimpleWSServer(ScalingMixin):
             if ws is not None:
                 with self._lock:
                     self.connections.discard(ws)
-                self._release_slot(address)
+                self._release_slot(client)
                 self._drop_subscriptions(ws)
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
     def _run_handler(self, ws: WebSocket) -> None:
-        handler = self.handler
-        try:
-            if isinstance(handler, WebSocketHandler):
-                handler.on_open(ws)
-                for message in ws:
-                    handler.on_message(ws, message)
-            else:
-                handler(ws)
-        except ConnectionClosed as exc:
-            logger.debug("%s: handler stopped: %s", ws._peer(), exc)
-        except Exception:
-            logger.exception("handler failed on %s %s; closing with 1011", ws._peer(), ws.path)
-            ws.close(CLOSE_INTERNAL_ERROR, "internal server error")
-        finally:
-            ws.close()
-            if isinstance(handler, WebSocketHandler):
-                try:
-                    handler.on_close(ws, ws.close_code or 1006, ws.close_reason or "")
-                except Exception:
-                    logger.exception("on_close failed on %s", ws._peer())
+        _call_handler(self.handler, ws)
 
     # ------------------------------------------------------------------ handshake
 
@@ -340,6 +351,7 @@ class SimpleWSServer(ScalingMixin):
         deadline = time.monotonic() + options.open_timeout
         accepted = sock  # its key in self._handshaking
         proto = None  # type: Optional[ServerProtocol]
+        client = address  # the TCP peer, or the client a trusted proxy forwarded (see _client_address)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -353,8 +365,12 @@ class SimpleWSServer(ScalingMixin):
             if not self._read_request(sock, proto, deadline, peer):
                 _close_quietly(sock)
                 return None
+            if proto.request is not None:
+                client = self._client_address(address, proto.request.headers)
+                if client is not address:
+                    peer = "%s via %s" % (_format_address(client), peer)
             if proto.handshake_exc is None:
-                response = self._answer(proto, peer, address)
+                response = self._answer(proto, peer, client)
             else:
                 response = proto.data_to_send()
             if proto.state.name == "OPEN":
@@ -366,13 +382,13 @@ class SimpleWSServer(ScalingMixin):
             logger.info("%s: opening handshake timed out after %ss", peer, options.open_timeout)
             _close_quietly(sock)
             if proto is not None and proto.state.name == "OPEN":
-                self._release_slot(address)
+                self._release_slot(client)
             return None
         except OSError as exc:
             logger.info("%s: connection failed during the handshake: %s", peer, exc)
             _close_quietly(sock)
             if proto is not None and proto.state.name == "OPEN":
-                self._release_slot(address)
+                self._release_slot(client)
             return None
         if proto.handshake_exc is not None:
             exc = proto.handshake_exc
@@ -386,7 +402,7 @@ class SimpleWSServer(ScalingMixin):
         # its connection slot is released when _run_connection ends
         return WebSocket(sock, proto, options, path=request.target, request_headers=request.headers,
                          response_headers=proto.response_headers, subprotocol=proto.subprotocol,
-                         remote_address=address, housekeeper=self._housekeeper)
+                         remote_address=client, peer_address=address, housekeeper=self._housekeeper)
 
     def _tls_handshake(self, sock: socket.socket, deadline: float) -> socket.socket:
         tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -399,8 +415,14 @@ class SimpleWSServer(ScalingMixin):
                 raise ConnectionAbortedError("server shutting down")
             tls.settimeout(max(deadline - time.monotonic(), 0.001))
             tls.do_handshake()
-        except BaseException:
-            tls.close()  # wrap_socket took over the fd: closing ``sock`` would not close it
+        except BaseException as exc:
+            if _is_tls_alert(exc):
+                # OpenSSL sent the client an alert naming the problem (e.g. "certificate
+                # required"): close without a reset so the alert is not lost to the
+                # bytes the client already sent after its side of the handshake.
+                _lingering_close(socket.socket(fileno=tls.detach()))
+            else:
+                tls.close()  # wrap_socket took over the fd: closing ``sock`` would not close it
             raise
         return tls  # type: ignore[no-any-return]
 
@@ -572,6 +594,30 @@ class SimpleWSServer(ScalingMixin):
 
 # ---------------------------------------------------------------------- helpers
 
+def _call_handler(handler: Union[HandlerFunc, WebSocketHandler], ws: WebSocket) -> None:
+    """Run ``handler`` on an open connection until it ends, then close it
+    (also used by :mod:`simplews.integration`)."""
+    try:
+        if isinstance(handler, WebSocketHandler):
+            handler.on_open(ws)
+            for message in ws:
+                handler.on_message(ws, message)
+        else:
+            handler(ws)
+    except ConnectionClosed as exc:
+        logger.debug("%s: handler stopped: %s", ws._peer(), exc)
+    except Exception:
+        logger.exception("handler failed on %s %s; closing with 1011", ws._peer(), ws.path)
+        ws.close(CLOSE_INTERNAL_ERROR, "internal server error")
+    finally:
+        ws.close()
+        if isinstance(handler, WebSocketHandler):
+            try:
+                handler.on_close(ws, ws.close_code or 1006, ws.close_reason or "")
+            except Exception:
+                logger.exception("on_close failed on %s", ws._peer())
+
+
 def _server_header() -> str:
     from . import __version__
     return "simplews/%s" % __version__
@@ -634,6 +680,14 @@ def _lingering_close(sock: socket.socket) -> None:
     except OSError:
         pass
     _close_quietly(sock)
+
+
+def _is_tls_alert(exc: BaseException) -> bool:
+    """A TLS handshake failure after which OpenSSL has sent the peer an alert."""
+    ssl = sys.modules.get("ssl")
+    return (ssl is not None and isinstance(exc, ssl.SSLError)
+            and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
+                                     ssl.SSLWantReadError, ssl.SSLWantWriteError)))
 
 
 def _close_quietly(sock: socket.socket) -> None:

@@ -7,14 +7,17 @@ closed by ``close()`` (both are context managers), so the leak check holds.
 """
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from simplews import frames
 from simplews.frames import Frame, FrameParser
@@ -281,3 +284,70 @@ class FakeServer(object):
         assert not self.thread.is_alive(), "fake server thread did not finish"
         if self.conn is not None:
             self.conn.close()
+
+
+# ---------------------------------------------------------------------- nginx (test_nginx_lb, test_nginx_proxy)
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_MISSING = "nginx is not installed (Debian: apt-get install nginx-light)"
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a process that cannot be told port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # type: ignore[no-any-return]
+
+
+def nginx_main_context(prefix: str) -> str:
+    """Main-context lines keeping nginx's pid file and error log inside ``prefix``."""
+    head = "pid %s;\nerror_log %s info;\n" % (os.path.join(prefix, "nginx.pid"), os.path.join(prefix, "error.log"))
+    if os.geteuid() == 0:
+        head += "user root;\n"  # workers must read the temp prefix
+    return head
+
+
+def nginx_http_paths(prefix: str) -> str:
+    """http-context lines keeping nginx's temp directories and access log inside ``prefix``."""
+    paths = "".join("    %s %s;\n" % (name, os.path.join(prefix, name.split("_")[0]))
+                    for name in ("client_body_temp_path", "proxy_temp_path", "fastcgi_temp_path",
+                                 "uwsgi_temp_path", "scgi_temp_path"))
+    return paths + "    access_log %s;\n" % os.path.join(prefix, "access.log")
+
+
+@contextlib.contextmanager
+def running_nginx(prefix: str, config: str, port: int) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
+    """nginx in the foreground with ``config`` (written to ``prefix``/nginx.conf), once it listens on ``port``.
+
+    The configuration must pass ``nginx -t``; nginx is stopped (SIGTERM, then
+    SIGKILL after a hang guard) when the block ends.
+    """
+    path = os.path.join(prefix, "nginx.conf")
+    errors = os.path.join(prefix, "error.log")
+    with open(path, "w") as f:
+        f.write(config)
+    check = subprocess.run([NGINX, "-t", "-p", prefix, "-c", path, "-e", errors],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=GUARD * 3)
+    assert check.returncode == 0, check.stdout.decode(errors="replace")
+    nginx = subprocess.Popen([NGINX, "-p", prefix, "-c", path, "-e", errors, "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            if nginx.poll() is not None:
+                with open(errors) as log:
+                    raise AssertionError("nginx exited: %s" % log.read())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, GUARD * 3, "nginx to listen")
+        yield nginx
+    finally:
+        nginx.terminate()  # SIGTERM: fast shutdown of master and workers
+        try:
+            nginx.wait(GUARD * 3)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+            nginx.wait()

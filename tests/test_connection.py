@@ -775,3 +775,100 @@ def test_repr_and_state(serve: Any) -> None:
     assert ws.state is simplews.State.OPEN
     run_guarded(ws.close)
     assert ws.state is simplews.State.CLOSED and "CLOSED" in repr(ws)
+
+
+# ---------------------------------------------------------------------- streaming a message
+
+
+def send_on_request(ws: simplews.WebSocket) -> None:
+    """Each request names what to send back: "frames N SIZE" (binary, fragmented), "text", or "whole"."""
+    for request in ws:
+        words = str(request).split()
+        if words[0] == "frames":
+            count, size = int(words[1]), int(words[2])
+            ws.send(bytes((i % 256,)) * size for i in range(count))
+        elif words[0] == "text":
+            ws.send(iter(["snow", "man \u2603".encode("utf-8")[:5].decode("utf-8", "ignore"), " \u2603 done"]))
+        else:
+            ws.send("whole message")
+
+
+def test_recv_streaming_yields_each_frame_without_holding_the_message(serve: Any) -> None:
+    server = serve(send_on_request)
+    # 40 frames of 64 KiB: 2.5 MiB in all, over the 1 MiB limit, which bounds each frame when streaming.
+    with simplews.connect(server.url, max_message_size=MiB, compression=None) as ws:
+        ws.send("frames 40 65536")
+        pieces = list(ws.recv_streaming(timeout=GUARD))
+        assert [len(piece) for piece in pieces] == [65536] * 40
+        assert [piece[:1] for piece in pieces] == [bytes((i,)) for i in range(40)]
+        ws.send("whole")
+        assert ws.recv(timeout=GUARD) == "whole message"  # one stream, then whole messages again
+
+
+def test_recv_streaming_text_and_whole_messages(serve: Any) -> None:
+    server = serve(send_on_request)
+    with simplews.connect(server.url) as ws:
+        ws.send("text")
+        pieces = list(ws.recv_streaming(timeout=GUARD))
+        assert all(isinstance(piece, str) for piece in pieces)
+        assert "".join(pieces) == "snowman  \u2603 done"
+        ws.send("whole")
+        assert list(ws.recv_streaming(timeout=GUARD)) == ["whole message"]
+
+
+def test_recv_streaming_message_already_queued_comes_whole(serve: Any) -> None:
+    server = serve(send_on_request)
+    with simplews.connect(server.url, compression=None) as ws:
+        ws.send("frames 3 10")
+        ws.send("whole")
+        assert ws.recv(timeout=GUARD) == b"".join(bytes((i,)) * 10 for i in range(3))
+        assert ws.ping().wait(GUARD)  # the pong comes after the reply, which is now queued
+        assert list(ws._messages) == ["whole message"]
+        assert list(ws.recv_streaming(timeout=GUARD)) == ["whole message"]
+
+
+def test_abandoned_stream_discards_the_rest_of_its_message(serve: Any) -> None:
+    server = serve(send_on_request)
+    with simplews.connect(server.url, compression=None) as ws:
+        ws.send("frames 5 100")
+        ws.send("whole")
+        stream = ws.recv_streaming(timeout=GUARD)
+        assert next(stream) == b"\x00" * 100
+        stream.close()  # the caller stops reading after the first piece
+        assert ws.recv(timeout=GUARD) == "whole message"
+
+
+def test_recv_after_an_empty_streaming_timeout_gets_the_whole_message(serve: Any) -> None:
+    release = threading.Event()
+
+    def late(ws: simplews.WebSocket) -> None:
+        release.wait(GUARD)
+        ws.send(iter([b"ab", b"cd", b"ef"]))
+        ws.recv(timeout=GUARD)
+
+    server = serve(late)
+    with simplews.connect(server.url, compression=None) as ws:
+        with pytest.raises(TimeoutError):
+            next(ws.recv_streaming(timeout=0.05))  # asks for the next message as a stream, gets nothing
+        release.set()
+        assert ws.recv(timeout=GUARD) == b"abcdef"  # the fragments are put back together
+        ws.send("bye")
+
+
+def test_recv_streaming_raises_when_closed_mid_message(serve: Any) -> None:
+    def half_then_close(ws: simplews.WebSocket) -> None:
+        ws.recv(timeout=GUARD)
+        frame = ws._proto.send_fragment(b"first half", fin=False)
+        with ws._lock:
+            ws._write(frame)
+        ws._proto._send_opcode = 0  # test only: a close may not follow a started message otherwise
+        ws.close(1011, "gave up")
+
+    server = serve(half_then_close)
+    with simplews.connect(server.url, compression=None) as ws:
+        ws.send("go")
+        stream = ws.recv_streaming(timeout=GUARD)
+        assert next(stream) == b"first half"
+        with pytest.raises(ConnectionClosedError) as info:
+            next(stream)
+        assert info.value.code == 1011

@@ -3,7 +3,6 @@
 import os
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,14 +12,12 @@ import pytest
 
 import simplews
 
-from _peers import GUARD, wait_until
+from _peers import GUARD, NGINX, NGINX_MISSING, free_port, nginx_http_paths, nginx_main_context, running_nginx
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "nginx-loadbalancer.conf")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX),
-                                reason="nginx is not installed (Debian: apt-get install nginx-light)")
+pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason=NGINX_MISSING)
 
 BACKEND = r"""
 import os, sys
@@ -35,12 +32,6 @@ server = simplews.SimpleWSServer(handler, port=0, ping_interval=5)
 print(server.port, flush=True)
 server.serve_forever()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # type: ignore[no-any-return]
 
 
 def start_backend() -> Any:
@@ -66,53 +57,21 @@ def nginx_config(prefix: str, listen: int, backends: List[int]) -> str:
     assert "listen 8080;" in config
     config = config.replace("listen 8080;", "listen 127.0.0.1:%d;" % listen)
     config = config.replace("worker_processes auto;", "worker_processes 1;")
-    paths = "".join("    %s %s;\n" % (name, os.path.join(prefix, name.split("_")[0]))
-                    for name in ("client_body_temp_path", "proxy_temp_path", "fastcgi_temp_path",
-                                 "uwsgi_temp_path", "scgi_temp_path"))
-    paths += "    access_log %s;\n" % os.path.join(prefix, "access.log")
-    config = config.replace("http {\n", "http {\n" + paths, 1)
-    head = "pid %s;\nerror_log %s info;\n" % (os.path.join(prefix, "nginx.pid"),
-                                              os.path.join(prefix, "error.log"))
-    if os.geteuid() == 0:
-        head += "user root;\n"  # workers must read the temp prefix
-    return head + config
+    config = config.replace("http {\n", "http {\n" + nginx_http_paths(prefix), 1)
+    return nginx_main_context(prefix) + config
 
 
 @pytest.fixture
 def stack() -> Iterator[Any]:
     prefix = tempfile.mkdtemp(prefix="simplews-nginx-")
     backends = []  # type: List[Any]
-    nginx = None
     try:
         backends = [start_backend() for _ in range(2)]
         listen = free_port()
-        path = os.path.join(prefix, "nginx.conf")
-        with open(path, "w") as f:
-            f.write(nginx_config(prefix, listen, [port for _, port in backends]))
-        check = subprocess.run([NGINX, "-t", "-p", prefix, "-c", path, "-e", os.path.join(prefix, "error.log")],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=GUARD * 3)
-        assert check.returncode == 0, check.stdout.decode(errors="replace")
-        nginx = subprocess.Popen([NGINX, "-p", prefix, "-c", path, "-e", os.path.join(prefix, "error.log"),
-                                  "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def listening() -> bool:
-            assert nginx.poll() is None, open(os.path.join(prefix, "error.log")).read()
-            try:
-                socket.create_connection(("127.0.0.1", listen), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(listening, GUARD * 3, "nginx to listen")
-        yield "ws://127.0.0.1:%d/" % listen, sorted(proc.pid for proc, _ in backends)
+        config = nginx_config(prefix, listen, [port for _, port in backends])
+        with running_nginx(prefix, config, listen):
+            yield "ws://127.0.0.1:%d/" % listen, sorted(proc.pid for proc, _ in backends)
     finally:
-        if nginx is not None:
-            nginx.terminate()  # SIGTERM: fast shutdown of master and workers
-            try:
-                nginx.wait(GUARD * 3)
-            except subprocess.TimeoutExpired:
-                nginx.kill()
-                nginx.wait()
         for proc, _ in backends:
             proc.terminate()
             try:

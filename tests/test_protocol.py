@@ -15,7 +15,7 @@ from simplews.frames import (
     decode_close, encode_close,
 )
 from simplews.protocol import (
-    CLIENT, SERVER, ClientProtocol, Close, Ping, Pong, Protocol, ServerProtocol, State,
+    CLIENT, SERVER, ClientProtocol, Close, Fragment, Ping, Pong, Protocol, ServerProtocol, State,
 )
 
 SIDES = [SERVER, CLIENT]
@@ -321,6 +321,77 @@ class TestUTF8:
 
 
 # ---------------------------------------------------------------------------- size limit
+
+
+def fragments(events: List[Any]) -> List[Tuple[Any, bool]]:
+    assert all(isinstance(event, Fragment) for event in events), events
+    return [(event.data, event.fin) for event in events]
+
+
+class TestStreaming:
+    """stream_next_message(): one Fragment per frame, for one message, nothing held."""
+
+    def test_binary_message_frame_by_frame(self, side: str) -> None:
+        proto = make(side)
+        proto.stream_next_message()
+        assert fragments(proto.receive_data(peer_frame(side, OP_BINARY, b"ab", fin=False))) == [(b"ab", False)]
+        assert fragments(proto.receive_data(peer_frame(side, OP_CONT, b"cd", fin=False))) == [(b"cd", False)]
+        assert fragments(proto.receive_data(peer_frame(side, OP_CONT, b"", fin=True))) == [(b"", True)]
+        # one message only: the next comes whole again
+        assert proto.receive_data(peer_frame(side, OP_BINARY, b"xy")) == [b"xy"]
+
+    def test_single_frame_message_is_one_final_fragment(self, side: str) -> None:
+        proto = make(side)
+        proto.stream_next_message()
+        assert fragments(proto.receive_data(peer_frame(side, OP_TEXT, b"hi"))) == [("hi", True)]
+
+    def test_text_pieces_split_on_character_boundaries(self, side: str) -> None:
+        proto = make(side)
+        proto.stream_next_message()
+        snowman = "\u2603".encode("utf-8")  # 3 bytes, split 1 + 2 across frames
+        wire = peer_frame(side, OP_TEXT, b"a" + snowman[:1], fin=False) + peer_frame(side, OP_CONT, snowman[1:])
+        assert fragments(proto.receive_data(wire)) == [("a", False), ("\u2603", True)]
+
+    def test_invalid_utf8_fails_the_stream(self, side: str) -> None:
+        proto = make(side)
+        proto.stream_next_message()
+        assert fragments(proto.receive_data(peer_frame(side, OP_TEXT, b"ok", fin=False))) == [("ok", False)]
+        assert proto.receive_data(peer_frame(side, OP_CONT, b"\xff")) == []
+        assert_failed(side, proto, 1007)
+
+    def test_limit_bounds_each_frame_not_the_message(self, side: str) -> None:
+        proto = make(side, max_message_size=1000)
+        proto.stream_next_message()
+        for _ in range(5):  # 4,500 bytes in all, over the limit, fine when streamed
+            assert fragments(proto.receive_data(peer_frame(side, OP_BINARY if _ == 0 else OP_CONT, b"x" * 900,
+                                                           fin=False))) == [(b"x" * 900, False)]
+        assert proto.receive_data(peer_frame(side, OP_CONT, b"x" * 1001)) == []
+        assert_failed(side, proto, 1009)
+
+    def test_switching_mid_message_delivers_what_was_held(self, side: str) -> None:
+        proto = make(side)
+        assert proto.receive_data(peer_frame(side, OP_BINARY, b"12", fin=False)) == []
+        assert proto.receive_data(peer_frame(side, OP_CONT, b"34", fin=False)) == []
+        proto.stream_next_message()
+        assert fragments(proto.receive_data(peer_frame(side, OP_CONT, b"56", fin=False))) == [(b"123456", False)]
+        assert fragments(proto.receive_data(peer_frame(side, OP_CONT, b"78"))) == [(b"78", True)]
+
+    def test_control_frames_interleave(self, side: str) -> None:
+        proto = make(side)
+        proto.stream_next_message()
+        wire = (peer_frame(side, OP_BINARY, b"a", fin=False) + peer_frame(side, OP_PING, b"p")
+                + peer_frame(side, OP_CONT, b"b"))
+        events = proto.receive_data(wire)
+        assert isinstance(events[1], Ping)
+        assert fragments([events[0], events[2]]) == [(b"a", False), (b"b", True)]
+
+    def test_compressed_message_streams_decompressed(self) -> None:
+        client, server = open_pair()
+        server.stream_next_message()
+        payload = b"compress me " * 5000
+        events = server.receive_data(client.send_data(payload))
+        assert fragments(events) == [(payload, True)]
+        assert server.receive_data(client.send_data(b"next")) == [b"next"]
 
 
 class TestMaxMessageSize:

@@ -331,3 +331,75 @@ def test_shutdown_aborts_a_tls_handshake_in_progress(serve: Any, tls: Any, caplo
         server.stop()
         assert raw.sock.recv(1024) == b""
     assert not any(r.levelno >= logging.WARNING for r in caplog.records if r.name == "simplews")
+
+
+@pytest.fixture(scope="module")
+def mutual_tls() -> Iterator[Tuple[Any, ssl.SSLContext, ssl.SSLContext]]:
+    """(CA, server context requiring a client certificate from the CA, client context trusting the CA)."""
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    yield ca, server_context, client_context
+
+
+def peer_common_name(certificate: Any) -> str:
+    return dict(item[0] for item in certificate["subject"]).get("commonName", "")
+
+
+@pytest.mark.parametrize("mode", ["threaded", "selectors"])
+def test_client_certificate_identifies_the_client(serve: Any, mutual_tls: Any, mode: str) -> None:
+    ca, server_context, _ = mutual_tls
+    seen = queue.Queue()  # type: queue.Queue
+
+    class Identify(simplews.WebSocketHandler):
+        def on_open(self, ws: Any) -> None:
+            seen.put(ws.peer_certificate)
+
+        def on_message(self, ws: Any, message: Any) -> None:
+            ws.send(message)
+
+    server = serve(Identify(), ssl_context=server_context, mode=mode)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    # trustme puts a name in the certificate's SAN only; give it a subject CN to read back
+    device = ca.issue_cert("device-42.example.com", common_name="device-42")
+    device.configure_cert(client_context)  # load_cert_chain with the certificate and its key
+    with simplews.connect(wss_url(server), ssl_context=client_context) as ws:
+        ws.send("signed in")
+        assert ws.recv(timeout=GUARD) == "signed in"
+        assert ws.peer_certificate is not None  # the client sees the server's certificate too
+    certificate = seen.get(timeout=GUARD)
+    assert peer_common_name(certificate) == "device-42"
+    assert ("DNS", "device-42.example.com") in certificate["subjectAltName"]
+
+
+@pytest.mark.parametrize("mode", ["threaded", "selectors"])
+def test_missing_client_certificate_is_named_in_the_error(serve: Any, mutual_tls: Any, mode: str,
+                                                         caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="simplews")
+    _, server_context, client_context = mutual_tls
+    server = serve(simplews.WebSocketHandler(), ssl_context=server_context, mode=mode)
+    with pytest.raises(ssl.SSLError) as info:
+        simplews.connect(wss_url(server), ssl_context=client_context, open_timeout=GUARD)
+    # TLS 1.3 reports "certificate required", TLS 1.2 a handshake failure alert
+    message = str(info.value).lower().replace("_", " ")
+    assert "certificate required" in message or "handshake failure" in message, info.value
+    wait_until(lambda: any("certificate" in record.getMessage() for record in caplog.records),
+               message="the server's log line naming the missing certificate")
+
+
+def test_client_certificate_from_an_unknown_ca_is_refused(serve: Any, mutual_tls: Any) -> None:
+    ca, server_context, _ = mutual_tls
+    server = serve(echo, ssl_context=server_context)
+    stranger = trustme.CA().issue_cert("intruder.example.com")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)  # the client trusts the server...
+    with stranger.private_key_and_cert_chain_pem.tempfile() as pem:
+        context.load_cert_chain(pem)  # ...but its own certificate comes from a CA the server does not know
+    with pytest.raises(ssl.SSLError) as info:
+        simplews.connect(wss_url(server), ssl_context=context, open_timeout=GUARD)
+    assert "unknown ca" in str(info.value).lower().replace("_", " "), info.value
