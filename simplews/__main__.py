@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from . import __version__
 from .client import USE_ENVIRONMENT, SimpleWSClient
@@ -181,7 +181,7 @@ def run_client(args: argparse.Namespace) -> int:
                             format="%(asctime)s %(name)s %(threadName)s: %(message)s")
     else:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
-    options = {}  # type: dict
+    options = {}  # type: Dict[str, Any]
     if args.proxy is not None:
         options["proxy"] = args.proxy or None
     else:
@@ -365,7 +365,7 @@ def _install_trace(ws: WebSocket) -> None:
     proto = getattr(ws, "_proto", None)
     parser = getattr(proto, "_parser", None)
     write = getattr(ws, "_write", None)
-    if parser is None or write is None or not hasattr(parser, "next_frame"):
+    if proto is None or parser is None or write is None or not hasattr(parser, "next_frame"):
         trace.debug("frame trace unavailable; tracing messages only")
         return
     next_frame = parser.next_frame
@@ -392,7 +392,7 @@ def _install_trace(ws: WebSocket) -> None:
 
     proto.fast_path = False  # every frame through the parser, so every frame is traced
     parser.next_frame = traced_next_frame
-    ws._write = traced_write  # type: ignore[assignment]
+    ws._write = traced_write  # type: ignore[method-assign]
 
 
 def _describe(frame: Any) -> str:

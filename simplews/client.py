@@ -70,7 +70,7 @@ def resolve_redirect(current: str, location: str) -> str:
     """
     parts = urlsplit(current)
     web_scheme = "https" if parts.scheme == "wss" else "http"
-    base = urlunsplit((web_scheme,) + tuple(parts[1:]))  # type: ignore[arg-type]
+    base = urlunsplit((web_scheme,) + tuple(parts[1:]))
     target = urlsplit(urljoin(base, location.strip()))
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(target.scheme.lower())
     if scheme is None:
@@ -97,7 +97,7 @@ def _display(uri: str) -> str:
     parts = urlsplit(uri)
     if "@" not in parts.netloc:
         return uri
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2]) + tuple(parts[2:]))  # type: ignore
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2]) + tuple(parts[2:]))
 
 
 def _location(exc: InvalidStatus) -> Optional[str]:
@@ -381,7 +381,7 @@ class SimpleWSClient(object):
         except BaseException:
             tls.close()
             raise
-        return tls  # type: ignore[no-any-return]
+        return tls
 
     def _read_response(self, sock: socket.socket, proto: ClientProtocol, deadline: float) -> None:
         while proto.state is State.CONNECTING:
@@ -568,7 +568,7 @@ class SimpleWSClient(object):
         return "<%s %s>" % (type(self).__name__, _display(self.url))
 
 
-def connect(uri: str, *, timeout: float = 10, subprotocols: Optional[Sequence[str]] = None,
+def connect(uri: str, *, timeout: Optional[float] = None, subprotocols: Optional[Sequence[str]] = None,
             headers: HeadersLike = None, origin: Optional[str] = None, ssl_context: Any = None,
             **options: Any) -> WebSocket:
     """Open a WebSocket connection to ``uri`` (ws:// or wss://) and return it::
@@ -578,7 +578,8 @@ def connect(uri: str, *, timeout: float = 10, subprotocols: Optional[Sequence[st
             print(ws.recv(timeout=5))
 
     ``timeout`` is the opening handshake's deadline (TCP, proxy, TLS and
-    HTTP): it takes the place of ``open_timeout``, which is ignored here.
+    HTTP); it is another name for ``open_timeout`` (default 10 seconds), and
+    wins when both are given.
     Also accepts ``proxy``, ``max_redirects``, ``server_hostname`` and the
     connection options; see :class:`SimpleWSClient`.
     """

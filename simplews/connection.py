@@ -62,6 +62,14 @@ class Options(object):
 
     __slots__ = ("open_timeout", "close_timeout", "ping_interval", "ping_timeout",
                  "max_message_size", "max_queue", "write_timeout", "compression")
+    open_timeout: float
+    close_timeout: float
+    ping_interval: Optional[float]
+    ping_timeout: Optional[float]
+    max_message_size: Optional[int]
+    max_queue: int
+    write_timeout: Optional[float]
+    compression: Any  # "default", None or a DeflateConfig
 
     DEFAULTS = {
         "open_timeout": 10.0,
@@ -148,7 +156,7 @@ class ConnectionState(object):
         if getpeercert is None:
             return None
         try:
-            return getpeercert() or None  # type: ignore[no-any-return]
+            return getpeercert() or None
         except (OSError, ValueError):  # closed meanwhile
             return None
 
@@ -463,7 +471,7 @@ class WebSocket(ConnectionState):
 
     # ------------------------------------------------------------------ reading
 
-    def _wait_for(self, predicate: Callable[[], bool], timeout: Optional[float], raise_closed: bool,
+    def _wait_for(self, predicate: Callable[[], object], timeout: Optional[float], raise_closed: bool,
                   for_recv: bool = False, closing: bool = False) -> bool:
         """Read from the socket (or wait for the thread reading it) until ``predicate()``.
 
@@ -479,7 +487,7 @@ class WebSocket(ConnectionState):
             if self._sock_closed:
                 if raise_closed:
                     raise self._proto.closed_exception()
-                return predicate()
+                return bool(predicate())
             now = time.monotonic()
             remaining = None if deadline is None else deadline - now
             if remaining is not None and remaining <= 0:
@@ -531,7 +539,7 @@ class WebSocket(ConnectionState):
         """One read from the socket, processed (caller holds ``_read_lock``)."""
         sock = self._sock
         try:
-            if timeout is not None and (self._plain or not sock.pending()):
+            if timeout is not None and (self._plain or not sock.pending()):  # type: ignore[attr-defined]
                 if not _wait_readable(sock, timeout):
                     return
             data = sock.recv(READ_SIZE)
@@ -580,7 +588,7 @@ class WebSocket(ConnectionState):
         try:
             if self._plain:
                 return sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
-            if not sock.pending() and not _wait_readable(sock, 0):
+            if not sock.pending() and not _wait_readable(sock, 0):  # type: ignore[attr-defined]
                 return None
             # Readable may mean part of a TLS record only: read without blocking
             # (SSLWantReadError). The caller holds both locks: nobody else uses the socket.
@@ -617,10 +625,10 @@ class WebSocket(ConnectionState):
                 if proto.close_sent is not None and len(self._messages) >= self.options.max_queue:
                     continue  # closing: the application no longer reads; drop the excess
                 self._messages.append(event)  # type: ignore[arg-type]
-            elif cls is Pong:
-                self._pong_received(event.data)  # type: ignore[union-attr]
-            elif cls is Close:
-                logger.debug("%s: close received: %d %r", self._peer(), event.code, event.reason)  # type: ignore
+            elif isinstance(event, Pong):
+                self._pong_received(event.data)
+            elif isinstance(event, Close):
+                logger.debug("%s: close received: %d %r", self._peer(), event.code, event.reason)
         if proto._outgoing:
             try:
                 self._write(proto.data_to_send())
@@ -682,7 +690,7 @@ class WebSocket(ConnectionState):
         """
         timeout = self.options.write_timeout
         view = memoryview(data)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout  # type: Optional[float]
         while view:
             try:
                 sent = self._sock.send(view[:TLS_CHUNK])
@@ -691,7 +699,7 @@ class WebSocket(ConnectionState):
                     raise
                 continue
             view = view[sent:]
-            if deadline is not None:
+            if timeout is not None:
                 deadline = time.monotonic() + timeout
 
     def _close_socket(self) -> None:

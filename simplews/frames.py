@@ -92,7 +92,7 @@ def decode_close(payload: bytes) -> Tuple[int, str]:
     return code, reason
 
 
-def apply_mask(data: bytes, key: bytes) -> bytes:
+def apply_mask(data: Union[bytes, bytearray, memoryview], key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte masking ``key`` (§5.3); masking and unmasking are the same.
 
     Works on whole 64 KiB blocks as big integers: no per-byte Python loop.
@@ -122,7 +122,7 @@ def _mask_parts(data: Union[bytes, bytearray, memoryview], key: bytes, n: int) -
     return parts
 
 
-def _mask_block(block: Union[bytes, memoryview], key: bytes, size: int) -> bytes:
+def _mask_block(block: Union[bytes, bytearray, memoryview], key: bytes, size: int) -> bytes:
     repeated = key * (size // 4) + key[:size % 4]
     return (int.from_bytes(block, "little") ^ int.from_bytes(repeated, "little")).to_bytes(size, "little")
 

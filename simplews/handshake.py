@@ -342,7 +342,7 @@ def build_rejection(status: int, body: bytes = b"", headers: Iterable[Tuple[str,
 
 def _user_agent() -> str:
     try:
-        from . import __version__  # type: ignore
+        from . import __version__
     except ImportError:
         __version__ = "0"
     return "simplews/%s" % (__version__,)

@@ -107,7 +107,7 @@ class Housekeeper(object):
         options = ws.options
         ping = state.ping
         if ping is not None and not ping.done:
-            deadline = ping.sent_at + options.ping_timeout
+            deadline = ping.sent_at + options.ping_timeout  # type: float
             if now < deadline:
                 return deadline
             ws.drain()  # the pong may be waiting unread
@@ -121,8 +121,10 @@ class Housekeeper(object):
             state.ping = ws._try_ping()
             state.next_ping = now + options.ping_interval
             if state.ping is not None:
-                return min(state.next_ping, now + options.ping_timeout)
-        return state.next_ping
+                wake = min(state.next_ping, now + options.ping_timeout)  # type: float
+                return wake
+        next_ping = state.next_ping  # type: float
+        return next_ping
 
 
 _shared = None  # type: Optional[Housekeeper]

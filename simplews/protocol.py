@@ -196,9 +196,9 @@ class Protocol(object):
                 self._peeked_frame_done()
                 opcode = frame.opcode
                 if opcode == OP_TEXT or opcode == OP_BINARY or opcode == OP_CONT:
-                    message = self._receive_data_frame(frame)
-                    if message is not None:
-                        events.append(message)
+                    data_event = self._receive_data_frame(frame)
+                    if data_event is not None:
+                        events.append(data_event)
                 elif opcode == OP_PING:
                     events.append(Ping(frame.payload))
                     if self.state is State.OPEN:
@@ -397,7 +397,7 @@ class Protocol(object):
 
     def _lookahead_state(self) -> Tuple[bytes, int]:
         if self._peeked:
-            return self._lookahead  # type: ignore[has-type,no-any-return]
+            return self._lookahead
         if self._decoder is not None:
             return self._decoder.getstate()  # type: ignore[no-any-return]
         return (b"", 0)
@@ -417,7 +417,7 @@ class Protocol(object):
 
     # ------------------------------------------------------------------ sending
 
-    def send_data(self, data: Data) -> bytes:
+    def send_data(self, data: Union[str, bytes, bytearray, memoryview]) -> bytes:
         """The frame bytes of one whole message: ``str`` is sent as text, ``bytes`` as binary."""
         if isinstance(data, str):
             opcode = OP_TEXT

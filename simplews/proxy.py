@@ -16,7 +16,7 @@ import ipaddress
 import os
 import socket
 import time
-from typing import Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from . import http11

@@ -211,6 +211,7 @@ class SelectorWebSocket(ConnectionState):
         "peer_address",
         "on_pong", "__dict__", "__weakref__",
     )
+    _proto: ServerProtocol
 
     def __init__(self, server: "SelectorServer", sock: socket.socket, address: Any) -> None:
         self._server = server
@@ -663,7 +664,7 @@ class SelectorWebSocket(ConnectionState):
             except (KeyError, ValueError, OSError):
                 pass
             self._events = 0
-        raw = socket.socket(fileno=self._sock.detach())  # type: ignore[attr-defined]
+        raw = socket.socket(fileno=self._sock.detach())
         self._sock = raw
         try:
             raw.setblocking(False)
@@ -747,6 +748,9 @@ class SelectorWebSocket(ConnectionState):
         if self._phase != _OPEN or self._proto.state is not State.OPEN:
             return
         options = self.options
+        interval = options.ping_interval
+        if interval is None:
+            return
         server = self._server
         now = time.monotonic()
         ping = self._ka_ping
@@ -768,7 +772,7 @@ class SelectorWebSocket(ConnectionState):
                 self._ka_ping = self.ping()
             except (ConnectionClosed, RuntimeError):
                 return
-            self._ka_next = now + options.ping_interval
+            self._ka_next = now + interval
         wake = self._ka_next
         if self._ka_ping is not None and not self._ka_ping.done and options.ping_timeout is not None:
             wake = min(wake, self._ka_ping.sent_at + options.ping_timeout)
@@ -1105,7 +1109,7 @@ class SelectorServer(SimpleWSServer):
             ws._handler_done = True
             code = ws._proto.close_code
             try:
-                self.handler.on_close(ws, code or 1006, ws._proto.close_reason or "")  # type: ignore
+                self.handler.on_close(ws, code or 1006, ws._proto.close_reason or "")
             except Exception:
                 logger.exception("on_close failed on %s", ws._peer())
 

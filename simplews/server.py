@@ -107,7 +107,7 @@ class SimpleWSServer(ScalingMixin):
                 cls = SelectorServer
         elif mode != "threaded":
             raise ValueError("mode must be 'threaded' or 'selectors', not %r" % (mode,))
-        return super().__new__(cls)  # type: ignore[no-any-return]
+        return super().__new__(cls)
 
     def __init__(self, handler: Union[HandlerFunc, WebSocketHandler], host: Optional[str] = "127.0.0.1",
                  port: int = 8765, *, ssl_context: Any = None, subprotocols: Optional[Sequence[str]] = None,
@@ -391,8 +391,8 @@ class SimpleWSServer(ScalingMixin):
                 self._release_slot(client)
             return None
         if proto.handshake_exc is not None:
-            exc = proto.handshake_exc
-            logger.info("%s: rejected handshake: HTTP %d: %s", peer, exc.status, exc)
+            rejection = proto.handshake_exc
+            logger.info("%s: rejected handshake: HTTP %d: %s", peer, rejection.status, rejection)
         if proto.state.name != "OPEN":
             _lingering_close(sock)
             return None

@@ -30,7 +30,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Deque, Dict, Optional
+from typing import Any, Deque, Dict, Optional, Set
 
 from .broker import FrameReader, LocalBroker
 
@@ -386,9 +386,9 @@ class ScalingMixin(object):
         if broker is None and self.workers > 1:
             broker = LocalBroker()
         self.broker = broker
-        self._members = {}  # type: Dict[str, set]  # channel -> local connections
+        self._members = {}  # type: Dict[str, Set[Any]]  # channel -> local connections
         self._member_lock = threading.Lock()
-        self._broker_channels = set()  # type: set
+        self._broker_channels = set()  # type: Set[str]
         if broker is not None and self.workers == 1:
             self._listen_to_broker()
 

@@ -219,3 +219,18 @@ def test_client_to_ipv6_literal(serve: Any) -> None:
         assert ws.recv(timeout=GUARD) == "v6"
         assert ws.local_address[0] == "::1"
     assert box.get(timeout=GUARD)["Host"] == "[::1]:%d" % server.port
+
+
+def test_connect_honours_open_timeout_and_timeout_wins() -> None:
+    """``connect(open_timeout=...)`` is used; ``timeout=`` is its other name and wins."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # accepts TCP, never answers the handshake
+    url = "ws://127.0.0.1:%d/" % listener.getsockname()[1]
+    try:
+        for kwargs, expected in (({"open_timeout": 0.2}, "0.2"), ({"open_timeout": 30, "timeout": 0.3}, "0.3")):
+            with pytest.raises(TimeoutError) as info:
+                simplews.connect(url, **kwargs)
+            assert "after %ss" % expected in str(info.value), info.value
+    finally:
+        listener.close()
