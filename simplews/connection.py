@@ -37,8 +37,12 @@ __all__ = ["WebSocket", "ConnectionState", "Options", "Ping"]
 logger = logging.getLogger("simplews")
 
 READ_SIZE = 65536  # §perf: recv() of more than 64 KiB costs an mmap per call in glibc
+# A blocked recv() holds its buffer while it waits: on an idle connection a
+# 64 KiB one costs ~4 KiB of RSS, so reads stay small until the traffic is not.
+SMALL_READ = 512
 TLS_POLL = 1.0  # seconds: the longest any one TLS socket call may block (see _set_write_timeout)
 TLS_CHUNK = 65536  # bytes per TLS send: the write timeout restarts after each one goes out
+_CONDITION_CREATION = threading.Lock()  # WebSocket._condition: one condition per connection, made once
 
 
 class Options(object):
@@ -191,6 +195,16 @@ class WebSocket(ConnectionState):
     wakes a blocked ``recv`` with :class:`~simplews.exceptions.ConnectionClosedOK`.
     """
 
+    # Slots keep an idle connection small; ``__dict__`` still lets applications
+    # hang their own attributes on a connection (``ws.user = ...``).
+    __slots__ = (
+        "_sock", "_proto", "options", "path", "request_headers", "response_headers", "subprotocol",
+        "local_address", "remote_address", "peer_address", "_lock", "_message_lock", "_read_lock",
+        "_cond", "_waiters", "_messages", "_skip_fragments", "_pings", "_sock_closed", "_plain",
+        "_housekeeper", "last_ping", "on_pong", "_buffered", "_eof_deadline", "_read_size",
+        "__dict__", "__weakref__",
+    )
+
     def __init__(self, sock: socket.socket, protocol: Protocol, options: Options,
                  path: str = "/", request_headers: Any = None, response_headers: Any = None,
                  subprotocol: Optional[str] = None, remote_address: Any = None,
@@ -218,7 +232,7 @@ class WebSocket(ConnectionState):
         self._lock = threading.Lock()
         self._message_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = None  # type: Optional[threading.Condition]  # made when a second thread waits
         self._waiters = 0
         self._messages = collections.deque()  # type: Deque[Union[Data, Fragment]]
         self._skip_fragments = False  # the rest of a message whose stream was abandoned is discarded
@@ -230,6 +244,7 @@ class WebSocket(ConnectionState):
         self.on_pong = None  # type: Optional[Callable[[bytes], None]]
         self._buffered = 0
         self._eof_deadline = None  # type: Optional[float]
+        self._read_size = SMALL_READ  # grows to READ_SIZE while messages are large (see SMALL_READ)
         _set_write_timeout(sock, options.write_timeout)
         if housekeeper is not None and options.ping_interval is not None:
             housekeeper.add(self)
@@ -341,8 +356,7 @@ class WebSocket(ConnectionState):
         finally:
             self._read_lock.release()
             if self._waiters:
-                with self._cond:
-                    self._cond.notify_all()
+                self._wake_waiters()
 
     def _next_item(self, timeout: Optional[float], stream: bool) -> Union[Data, Fragment]:
         """Pop the next message or fragment, waiting for it; skips the tail of an abandoned stream."""
@@ -510,10 +524,10 @@ class WebSocket(ConnectionState):
                 finally:
                     self._read_lock.release()
                     if self._waiters:
-                        with self._cond:
-                            self._cond.notify_all()
+                        self._wake_waiters()
             else:
-                with self._cond:
+                cond = self._condition()
+                with cond:
                     self._waiters += 1
                     try:
                         if predicate() or self._sock_closed:
@@ -521,9 +535,25 @@ class WebSocket(ConnectionState):
                         if can_read and self._read_lock.acquire(False):
                             self._read_lock.release()
                             continue
-                        self._cond.wait(remaining)
+                        cond.wait(remaining)
                     finally:
                         self._waiters -= 1
+
+    def _condition(self) -> threading.Condition:
+        """The condition other threads wait on while one reads, made on first need."""
+        cond = self._cond
+        if cond is None:
+            with _CONDITION_CREATION:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition(threading.Lock())
+        return cond
+
+    def _wake_waiters(self) -> None:
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                cond.notify_all()
 
     def _await_eof(self) -> None:
         """Closing handshake done, TCP still open: the client gives the server
@@ -542,7 +572,7 @@ class WebSocket(ConnectionState):
             if timeout is not None and (self._plain or not sock.pending()):  # type: ignore[attr-defined]
                 if not _wait_readable(sock, timeout):
                     return
-            data = sock.recv(READ_SIZE)
+            data = sock.recv(self._read_size)
         except (socket.timeout, BlockingIOError):
             return
         except OSError as exc:
@@ -550,6 +580,7 @@ class WebSocket(ConnectionState):
                 return
             logger.debug("%s: read failed: %s", self._peer(), exc)
             data = b""
+        self._read_size = SMALL_READ if len(data) < SMALL_READ else READ_SIZE
         with self._lock:
             self._process(data)
 
@@ -579,8 +610,7 @@ class WebSocket(ConnectionState):
         finally:
             self._read_lock.release()
             if self._waiters:
-                with self._cond:
-                    self._cond.notify_all()
+                self._wake_waiters()
         return True
 
     def _recv_nowait(self) -> Optional[bytes]:
@@ -716,8 +746,7 @@ class WebSocket(ConnectionState):
         sock.close()
         if self._housekeeper is not None:
             self._housekeeper.discard(self)
-        with self._cond:
-            self._cond.notify_all()
+        self._wake_waiters()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close with an error code from another thread (keepalive timeout), waking the reader."""
@@ -768,7 +797,8 @@ def _set_write_timeout(sock: socket.socket, timeout: Optional[float]) -> None:
     if hasattr(sock, "pending"):
         sock.settimeout(TLS_POLL if timeout is None else min(TLS_POLL, timeout))
         return
-    sock.settimeout(None)
+    if sock.gettimeout() is not None:
+        sock.settimeout(None)
     if timeout is not None:
         _setsockopt_timeout(sock, socket.SO_SNDTIMEO, timeout)
 

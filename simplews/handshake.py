@@ -13,7 +13,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from . import http11
 from .exceptions import InvalidHandshake, InvalidStatus, NegotiationError
-from .http11 import Headers, is_token
+from .http11 import _TOKEN_RE as _TOKEN_AT, Headers, is_token
 
 __all__ = [
     "GUID",
@@ -68,9 +68,8 @@ def _skip_ows(text: str, pos: int) -> int:
 
 def _read_token(text: str, pos: int, what: str) -> Tuple[str, int]:
     """Read a token at ``pos`` or explain what was found instead."""
-    end = pos
-    while end < len(text) and is_token(text[end]):
-        end += 1
+    match = _TOKEN_AT.match(text, pos)
+    end = pos if match is None else match.end()
     if end == pos:
         found = repr(text[pos]) if pos < len(text) else "end of header"
         raise InvalidHandshake("invalid Sec-WebSocket-Extensions %r: expected %s at position %d, "

@@ -123,6 +123,14 @@ class Protocol(object):
     Not thread-safe: the I/O layer serialises calls.
     """
 
+    # Slots: one of these lives as long as each connection (memory per idle connection).
+    __slots__ = (
+        "side", "state", "max_message_size", "deflate", "fast_path", "_mask", "_expect_masked", "_parser",
+        "_outgoing", "_msg_opcode", "_msg_compressed", "_msg_parts", "_msg_size", "_decoder", "_peeked",
+        "_lookahead", "_streaming", "_send_opcode", "close_sent", "close_rcvd", "failure", "eof_received",
+        "_deferred_failure", "__weakref__",
+    )
+
     def __init__(self, side: str, max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
                  deflate: Any = None, state: State = State.OPEN) -> None:
         if side not in (SERVER, CLIENT):
@@ -146,6 +154,7 @@ class Protocol(object):
         self._msg_size = 0
         self._decoder = None          # type: Any
         self._peeked = 0              # bytes of the arriving frame already UTF-8 checked
+        self._lookahead = (b"", 0)    # UTF-8 decoder state after the peeked bytes
         self._streaming = False       # deliver the current/next message as Fragment events
         # message being sent in fragments
         self._send_opcode = 0
@@ -555,6 +564,9 @@ class ServerProtocol(Protocol):
     (e.g. a ``process_request`` hook), else calls :meth:`accept`.
     """
 
+    __slots__ = ("compression", "origins", "subprotocols", "select_subprotocol", "extra_headers",
+                 "_head_reader", "request", "response_headers", "subprotocol", "handshake_exc")
+
     def __init__(self, max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
                  compression: Any = "default", origins: Optional[Sequence[Optional[str]]] = None,
                  subprotocols: Optional[Sequence[str]] = None,
@@ -654,6 +666,10 @@ class ClientProtocol(Protocol):
     events are returned while CONNECTING); call ``receive_data(b"")`` once
     the connection is set up to get the messages they hold.
     """
+
+    __slots__ = ("host", "port", "resource", "secure", "compression", "origin", "subprotocols",
+                 "extra_headers", "credentials", "key", "request_headers", "response", "subprotocol",
+                 "handshake_exc", "_head_reader", "_body", "_body_length")
 
     def __init__(self, host: str, port: int, resource: str = "/", secure: bool = False,
                  max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE, compression: Any = "default",

@@ -356,8 +356,9 @@ class SimpleWSServer(ScalingMixin):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        plain = self.ssl_context is None
         try:
-            if self.ssl_context is not None:
+            if not plain:
                 sock = self._tls_handshake(sock, deadline)
             proto = ServerProtocol(max_message_size=options.max_message_size, compression=options.compression,
                                    origins=self.origins, subprotocols=self.subprotocols,
@@ -376,7 +377,10 @@ class SimpleWSServer(ScalingMixin):
             if proto.state.name == "OPEN":
                 with self._lock:  # accepted: from now on shutdown closes it with 1001, never aborts it
                     self._handshaking.pop(accepted, None)
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            if proto.state.name != "OPEN" or not plain:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            # else §perf: a 101 response (well under the empty send buffer of a new
+            # connection) never blocks; the socket stays blocking as WebSocket wants it.
             sock.sendall(response)
         except (socket.timeout, TimeoutError):
             logger.info("%s: opening handshake timed out after %ss", peer, options.open_timeout)
@@ -427,12 +431,23 @@ class SimpleWSServer(ScalingMixin):
         return tls  # type: ignore[no-any-return]
 
     def _read_request(self, sock: socket.socket, proto: ServerProtocol, deadline: float, peer: str) -> bool:
-        """Read until the request head is complete (or rejected); False if the peer went away."""
+        """Read until the request head is complete (or rejected); False if the peer went away.
+
+        A plain socket stays in blocking mode (what the WebSocket uses next):
+        each read waits with poll() up to the deadline, then takes what came.
+        """
+        plain = not hasattr(sock, "pending")
+        if plain and sock.gettimeout() is not None:
+            sock.settimeout(None)
         while proto.request is None and proto.handshake_exc is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise socket.timeout()
-            sock.settimeout(remaining)
+            if plain:
+                if not _wait_readable(sock, remaining):
+                    raise socket.timeout()
+            else:
+                sock.settimeout(remaining)
             data = sock.recv(READ_SIZE)
             if not data:
                 logger.info("%s: connection closed before the handshake completed", peer)
