@@ -23,6 +23,30 @@ handshakes per second (bursts of 32 concurrent opening + closing handshakes;
 the raw floor is connect + one 200-byte exchange + close); idle RSS per
 connection and threads per connection in the server.
 
+Further scenarios (raw / threaded / selectors only; the websockets and
+websocket-client peers skip them):
+
+* ``broadcast 64 B x1000`` -- a client process holds 1,000 connections; the
+  server process is told to ``server.broadcast()`` 64 B and the time from just
+  before that call until the last connection received it is measured
+  (CLOCK_MONOTONIC, shared by the processes). The raw floor writes the 64 B
+  (length-prefixed) to every socket with one ``sendall`` each. Reported as
+  broadcasts/s, CPU µs per broadcast;
+* ``deflate 16 B text`` / ``deflate 4 KiB text`` -- echo with
+  ``compression="default"`` and with ``DeflateConfig.low_memory()`` on both
+  sides (the 4 KiB texts are 16 different JSON-like records, cycled; 16 B is
+  below the default ``min_size`` so it is sent uncompressed: the cost of
+  compression being negotiated), against the uncompressed raw floor;
+* ``deflate idle xN`` -- server RSS per compressed connection, each idle after
+  echoing one 4 KiB text (so both zlib streams exist);
+* ``TLS 4 KiB binary`` -- echo over wss:// against a raw floor over plain TLS
+  sockets; the self-signed certificate is made by the ``openssl`` tool in a
+  temporary directory (these rows are skipped, with the reason printed, when
+  that fails).
+
+``--only`` selects scenarios by substring of their name (e.g.
+``--only broadcast,deflate,TLS``).
+
 Usage::
 
     python benchmarks/bench.py            # full run (a few minutes)
@@ -45,7 +69,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple  # noqa: F401
+from typing import Any, Dict, List, Optional, Set, Tuple  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -80,15 +104,26 @@ def importable(name: str) -> bool:
 
 # ---------------------------------------------------------------- servers
 
-def raw_server() -> Tuple[int, Any]:
+RAW_CONNS = set()  # type: Set[socket.socket]
+RAW_LOCK = threading.Lock()
+
+
+def raw_server(tls: Optional[Dict[str, str]] = None) -> Tuple[int, Any]:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
+    context = server_tls_context(tls) if tls else None
 
-    def serve(conn: socket.socket) -> None:
+    def serve(conn: Any) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            if context is not None:
+                conn.settimeout(10)
+                conn = context.wrap_socket(conn, server_side=True)
+                conn.settimeout(None)
+            with RAW_LOCK:
+                RAW_CONNS.add(conn)
             while True:
                 head = recv_exact(conn, 4)
                 if head is None:
@@ -97,9 +132,11 @@ def raw_server() -> Tuple[int, Any]:
                 if body is None:
                     return
                 conn.sendall(head + body)
-        except OSError:
+        except (OSError, ValueError):
             pass
         finally:
+            with RAW_LOCK:
+                RAW_CONNS.discard(conn)
             conn.close()
 
     def accept() -> None:
@@ -114,15 +151,43 @@ def raw_server() -> Tuple[int, Any]:
     return listener.getsockname()[1], listener.close
 
 
-def simplews_server(mode: str) -> Tuple[int, Any]:
+def server_tls_context(tls: Dict[str, str]) -> Any:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if hasattr(ssl, "PROTOCOL_TLS_SERVER")
+                             else ssl.PROTOCOL_SSLv23)
+    context.load_cert_chain(tls["cert"], tls["key"])
+    return context
+
+
+def client_tls_context(cafile: str) -> Any:
+    import ssl
+    return ssl.create_default_context(cafile=cafile)
+
+
+def deflate_option(name: Optional[str]) -> Any:
+    """``None`` (off), ``"default"`` or ``"low"`` (DeflateConfig.low_memory())."""
+    if name == "low":
+        from simplews.deflate import DeflateConfig
+        return DeflateConfig.low_memory()
+    return name
+
+
+SERVER = None  # type: Any
+
+
+def simplews_server(mode: str, compression: Optional[str] = None,
+                    tls: Optional[Dict[str, str]] = None) -> Tuple[int, Any]:
+    global SERVER
     import simplews
 
     class Echo(simplews.WebSocketHandler):
         def on_message(self, ws: Any, message: Any) -> None:
             ws.send(message)
 
-    server = simplews.SimpleWSServer(Echo(), port=0, mode=mode, compression=None, max_message_size=None,
-                                     max_connections=None, ping_interval=None)
+    server = simplews.SimpleWSServer(Echo(), port=0, mode=mode, compression=deflate_option(compression),
+                                     max_message_size=None, max_connections=None, ping_interval=None,
+                                     ssl_context=server_tls_context(tls) if tls else None)
+    SERVER = server
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
@@ -149,11 +214,43 @@ def websockets_server() -> Tuple[int, Any]:
     return server.socket.getsockname()[1], stop
 
 
-def run_server(kind: str) -> None:
+def connection_count() -> int:
+    if SERVER is None:
+        with RAW_LOCK:
+            return len(RAW_CONNS)
+    return len(SERVER.connections)
+
+
+def do_broadcast(expected: int, size: int) -> Dict[str, Any]:
+    """Wait (bounded) until exactly ``expected`` connections are open, then broadcast ``size`` bytes."""
+    deadline = time.monotonic() + 10
+    while connection_count() != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    payload = b"b" * size
+    t0 = time.monotonic()         # CLOCK_MONOTONIC: comparable across processes (Linux)
+    if SERVER is None:
+        message = LEN.pack(size) + payload
+        with RAW_LOCK:
+            targets = list(RAW_CONNS)
+        sent = 0
+        for conn in targets:
+            try:
+                conn.sendall(message)
+                sent += 1
+            except OSError:
+                pass
+    else:
+        sent = SERVER.broadcast(payload)
+    return {"t0": t0, "sent": sent}
+
+
+def run_server(spec_text: str) -> None:
+    spec = json.loads(spec_text) if spec_text.startswith("{") else {"kind": spec_text}  # type: Dict[str, Any]
+    kind = spec["kind"]
     if kind == "raw":
-        port, stop = raw_server()
+        port, stop = raw_server(spec.get("tls"))
     elif kind in ("threaded", "selectors"):
-        port, stop = simplews_server(kind)
+        port, stop = simplews_server(kind, spec.get("compression"), spec.get("tls"))
     elif kind == "websockets":
         port, stop = websockets_server()
     else:
@@ -169,6 +266,9 @@ def run_server(kind: str) -> None:
             print(json.dumps({"cpu": cpu_seconds()}), flush=True)
         elif command == "status":
             print(json.dumps(proc_status()), flush=True)
+        elif command.startswith("broadcast "):
+            expected, size = command.split()[1:]
+            print(json.dumps(do_broadcast(int(expected), int(size))), flush=True)
         elif command == "profile-on" and profiler:
             threading.setprofile(None)
             profiler.enable()
@@ -198,9 +298,12 @@ def recv_exact(sock: socket.socket, n: int) -> Optional[bytes]:
 
 
 class RawClient(object):
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, spec: Optional[Dict[str, Any]] = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cafile = (spec or {}).get("cafile")
+        if cafile:
+            self.sock = client_tls_context(cafile).wrap_socket(self.sock, server_hostname="127.0.0.1")
 
     def echo(self, payload: Any) -> Any:
         data = payload.encode() if isinstance(payload, str) else payload
@@ -214,10 +317,15 @@ class RawClient(object):
 
 
 class SimplewsClient(object):
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, spec: Optional[Dict[str, Any]] = None) -> None:
         import simplews
-        self.ws = simplews.connect("ws://127.0.0.1:%d/" % port, compression=None, max_message_size=None,
-                                   ping_interval=None)
+        spec = spec or {}
+        cafile = spec.get("cafile")
+        self.ws = simplews.connect("%s://127.0.0.1:%d/" % ("wss" if cafile else "ws", port),
+                                   compression=deflate_option(spec.get("compression")), max_message_size=None,
+                                   ping_interval=None, ssl_context=client_tls_context(cafile) if cafile else None)
+        if spec.get("compression") and self.ws._proto.deflate is None:
+            raise AssertionError("compression was not negotiated")
 
     def echo(self, payload: Any) -> Any:
         self.ws.send(payload)
@@ -228,9 +336,10 @@ class SimplewsClient(object):
 
 
 class WebsocketsClient(object):
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, spec: Optional[Dict[str, Any]] = None) -> None:
         from websockets.sync.client import connect
-        self.ws = connect("ws://127.0.0.1:%d/" % port, compression=None, max_size=None)
+        # entered like ``with connect(...)`` (websockets >= 16 warns on anything else)
+        self.ws = connect("ws://127.0.0.1:%d/" % port, compression=None, max_size=None).__enter__()
 
     def echo(self, payload: Any) -> Any:
         self.ws.send(payload)
@@ -241,7 +350,7 @@ class WebsocketsClient(object):
 
 
 class WsclientClient(object):
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, spec: Optional[Dict[str, Any]] = None) -> None:
         import websocket
         self.ws = websocket.create_connection("ws://127.0.0.1:%d/" % port)
 
@@ -399,18 +508,42 @@ def handshakes(kind: str, port: int, duration: float, go: Any, burst: int = 32) 
     return {"count": done, "elapsed": time.monotonic() - t0, "cpu": cpu_seconds() - start, "bytes": 0}
 
 
+def compressible_texts(size: int, count: int = 16) -> List[str]:
+    """``count`` different JSON-like texts of exactly ``size`` characters (deterministic)."""
+    import random
+    rng = random.Random(size)
+    words = ["alpha", "beta", "gamma", "delta", "status", "online", "offline", "message", "user", "room"]
+    texts = []
+    for _ in range(count):
+        parts = []  # type: List[str]
+        total = 0
+        while total < size:
+            part = json.dumps({"id": rng.randrange(1 << 20), "user": "%s%d" % (rng.choice(words), rng.randrange(1000)),
+                               "state": rng.choice(words), "score": round(rng.random() * 100, 2),
+                               "tags": rng.sample(words, 3)}, sort_keys=True)
+            parts.append(part)
+            total += len(part) + 1
+        texts.append((",".join(parts))[:size])
+    return texts
+
+
 def echo_one(kind: str, port: int, size: int, text: bool, duration: float, go: Any,
-             min_count: int) -> Dict[str, Any]:
-    client = CLIENTS[kind](port)
-    payload = ("x" * size) if text else os.urandom(size)
-    if client.echo(payload) != payload:       # warm-up, and check the echo
-        raise AssertionError("bad echo")
+             min_count: int, spec: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    spec = spec or {}
+    client = CLIENTS[kind](port, spec)
+    if spec.get("compressible"):
+        payloads = compressible_texts(size)  # type: List[Any]
+    else:
+        payloads = [("x" * size) if text else os.urandom(size)]
+    for payload in payloads:
+        if client.echo(payload) != payload:       # warm-up, and check the echo
+            raise AssertionError("bad echo")
     go()
     start = cpu_seconds()
     t0 = time.monotonic()
     done = 0
     while True:
-        client.echo(payload)
+        client.echo(payloads[done % len(payloads)])
         done += 1
         if done >= min_count and time.monotonic() - t0 >= duration:
             break
@@ -418,6 +551,69 @@ def echo_one(kind: str, port: int, size: int, text: bool, duration: float, go: A
     cpu = cpu_seconds() - start
     client.close()
     return {"count": done, "elapsed": elapsed, "cpu": cpu, "bytes": done * size * 2}
+
+
+def idle_compressed(port: int, count: int, compression: str, go: Any) -> Dict[str, Any]:
+    """``count`` compressed connections, each idle after echoing one 4 KiB compressible text."""
+    payload = compressible_texts(4096, 1)[0]
+    clients = []
+    try:
+        for _ in range(count):
+            client = SimplewsClient(port, {"compression": compression})
+            clients.append(client)
+            if client.echo(payload) != payload:
+                raise AssertionError("bad echo")
+        time.sleep(0.5)
+        go()
+    finally:
+        for client in clients:
+            client.close()
+    return {"count": count, "elapsed": 0.0, "cpu": 0.0, "bytes": 0}
+
+
+def broadcast_client(kind: str, port: int, count: int, size: int) -> None:
+    """Hold ``count`` connections; after each ``GO`` line, report when every one got a ``size``-byte broadcast."""
+    if kind == "raw":
+        expect = 4 + size
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    else:
+        assert size < 126
+        expect = 2 + size
+        socks = [ws_open_raw(port) for _ in range(count)]
+    sel = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+    print("READY", flush=True)
+    try:
+        while sys.stdin.readline().strip() == "GO":
+            start = cpu_seconds()
+            got = dict.fromkeys(socks, 0)
+            waiting = count
+            t_end = 0.0
+            deadline = time.monotonic() + 30
+            while waiting:
+                if time.monotonic() > deadline:
+                    raise OSError("broadcast not received by %d connection(s)" % waiting)
+                for key, _ in sel.select(1):
+                    sock = key.fileobj
+                    data = sock.recv(65536)
+                    if not data:
+                        raise OSError("server closed a connection")
+                    before = got[sock]
+                    got[sock] = before + len(data)
+                    if before < expect <= got[sock]:
+                        waiting -= 1
+                        t_end = time.monotonic()
+            print("GOT " + json.dumps({"t_end": t_end, "cpu": cpu_seconds() - start}), flush=True)
+    finally:
+        sel.close()
+        for sock in socks:
+            sock.setblocking(True)
+            if kind == "raw":
+                sock.close()
+            else:
+                ws_close_raw(sock)
 
 
 def idle(kind: str, port: int, count: int, go: Any) -> Dict[str, Any]:
@@ -443,8 +639,13 @@ def run_client(args: argparse.Namespace) -> None:
 
     spec = json.loads(args.client)
     kind, port, scenario = spec["kind"], spec["port"], spec["scenario"]
+    if scenario == "broadcast":
+        broadcast_client(kind if kind == "raw" else "ws", port, spec["conns"], spec["size"])
+        return
     if scenario == "echo":
-        result = echo_one(kind, port, spec["size"], spec["text"], spec["duration"], go, spec["min_count"])
+        result = echo_one(kind, port, spec["size"], spec["text"], spec["duration"], go, spec["min_count"], spec)
+    elif scenario == "idle" and spec.get("compression"):
+        result = idle_compressed(port, spec["conns"], spec["compression"], go)
     elif scenario == "conns":
         result = many_conns(kind if kind == "raw" else "ws", port, spec["conns"], spec["size"],
                             spec["duration"], go)
@@ -462,7 +663,7 @@ def run_client(args: argparse.Namespace) -> None:
 
 class Server(object):
     def __init__(self, kind: str) -> None:
-        self.kind = kind
+        self.kind = kind          # a kind ("raw", "threaded", ...) or a JSON spec {"kind": ..., options}
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--server", kind],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
         line = self.proc.stdout.readline()
@@ -529,6 +730,72 @@ def measure(server: Server, client_kind: str, spec: Dict[str, Any], timeout: flo
     return result
 
 
+def measure_broadcast(server: Server, client_kind: str, spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    """Rounds of server.broadcast() to ``spec["conns"]`` connections held by one client process.
+
+    Each round: server CPU read, client armed (GO), ``broadcast`` command to the server (which notes
+    its monotonic clock just before broadcasting), client reports when the last connection got it,
+    server CPU read again. elapsed = sum of (last receipt - broadcast start).
+    """
+    spec = dict(spec, kind=client_kind, port=server.port)
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", json.dumps(spec)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    done, elapsed, cpu, server_cpu = 0, 0.0, 0.0, 0.0
+    try:
+        if proc.stdout.readline().strip() != "READY":
+            raise RuntimeError("client failed: %s %s" % (client_kind, spec))
+        t_start = time.monotonic()
+        while done < spec["min_count"] or time.monotonic() - t_start < spec["duration"]:
+            cpu0 = server.ask("cpu")["cpu"]
+            proc.stdin.write("GO\n")
+            proc.stdin.flush()
+            sent = server.ask("broadcast %d %d" % (spec["conns"], spec["size"]))
+            line = proc.stdout.readline()
+            if not line.startswith("GOT "):
+                raise RuntimeError("client failed: %s %s" % (client_kind, spec))
+            server_cpu += server.ask("cpu")["cpu"] - cpu0
+            got = json.loads(line[4:])
+            if sent["sent"] < spec["conns"]:
+                raise RuntimeError("broadcast reached %d of %d connections" % (sent["sent"], spec["conns"]))
+            elapsed += got["t_end"] - sent["t0"]
+            cpu += got["cpu"]
+            done += 1
+        proc.stdin.write("END\n")
+        proc.stdin.flush()
+        proc.wait(timeout)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+    return {"count": done, "elapsed": elapsed, "cpu": cpu, "server_cpu": server_cpu,
+            "bytes": done * spec["conns"] * spec["size"]}
+
+
+def make_certificate(directory: str) -> Optional[Dict[str, str]]:
+    """A self-signed certificate for 127.0.0.1 made with the openssl tool, or None (reason printed)."""
+    cert, key = os.path.join(directory, "c.pem"), os.path.join(directory, "k.pem")
+    try:
+        proc = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                               "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", key,
+                               "-out", cert], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print("TLS scenarios skipped: cannot run openssl (%s)" % exc)
+        return None
+    if proc.returncode != 0:
+        print("TLS scenarios skipped: openssl failed: %s" % proc.stderr.strip()[-300:])
+        return None
+    return {"cert": cert, "key": key}
+
+
 def fmt(value: Optional[float], digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -579,11 +846,11 @@ def main() -> None:
         return
 
     if args.smoke:
-        duration, reps, conns, idle_conns = 0.1, 1, (10, 20), 20
+        duration, reps, conns, idle_conns, bcast_conns = 0.1, 1, (10, 20), 20, 20
     elif args.quick:
-        duration, reps, conns, idle_conns = 0.4, 3, (100, 500), 200
+        duration, reps, conns, idle_conns, bcast_conns = 0.4, 3, (100, 500), 200, 1000
     else:
-        duration, reps, conns, idle_conns = 1.5, 3, (100, 500), 500
+        duration, reps, conns, idle_conns, bcast_conns = 1.5, 3, (100, 500), 500, 1000
     if args.reps:
         reps = args.reps
 
@@ -596,7 +863,15 @@ def main() -> None:
         ("%d conns x 64 B" % conns[0], {"scenario": "conns", "size": 64, "conns": conns[0]}),
         ("%d conns x 64 B" % conns[1], {"scenario": "conns", "size": 64, "conns": conns[1]}),
         ("handshakes (x32)", {"scenario": "handshake"}),
-    ]
+        ("broadcast 64 B x%d" % bcast_conns, {"scenario": "broadcast", "size": 64, "conns": bcast_conns,
+                                              "min_count": 3, "impls": "basic"}),
+        ("deflate 16 B text", {"scenario": "echo", "size": 16, "text": True, "min_count": 10,
+                               "impls": "deflate"}),
+        ("deflate 4 KiB text", {"scenario": "echo", "size": 4096, "text": True, "compressible": True,
+                                "min_count": 10, "impls": "deflate"}),
+        ("deflate idle x%d" % idle_conns, {"scenario": "idle", "conns": idle_conns, "impls": "deflate"}),
+        ("TLS 4 KiB binary", {"scenario": "echo", "size": 4096, "text": False, "min_count": 10, "impls": "tls"}),
+    ]  # type: List[Tuple[str, Dict[str, Any]]]
     if args.only:
         wanted = args.only.split(",")
         scenarios = [s for s in scenarios if any(w in s[0] for w in wanted)]
@@ -610,24 +885,66 @@ def main() -> None:
         impls.append(("websockets", "websockets", "websockets"))
     if importable("websocket"):
         impls.append(("wsclient", "threaded", "wsclient"))
+    # The new scenarios run on their own server variants (the websockets / websocket-client peers skip
+    # them); a cell's client spec gets the variant's options (compression, CA file).
+    basic = [i for i in impls if i[0] in ("raw", "threaded", "selectors")]
+    deflate_impls = [("raw", "raw", "raw")]
+    for mode in ("threaded", "selectors"):
+        for comp, comp_label in (("default", "default"), ("low", "low_memory")):
+            deflate_impls.append(("%s deflate=%s" % (mode, comp_label),
+                                  json.dumps({"kind": mode, "compression": comp}, sort_keys=True), mode))
     if args.impls:
-        impls = [i for i in impls if i[0] in args.impls.split(",") or i[0] == "raw"]
+        # keep a variant when its base implementation was asked for
+        wanted_impls = args.impls.split(",")
+        impls = [i for i in impls if i[0] in wanted_impls or i[0] == "raw"]
+        basic = [i for i in basic if i[0] in wanted_impls or i[0] == "raw"]
+        deflate_impls = [i for i in deflate_impls if i[0].split()[0] in wanted_impls or i[0] == "raw"]
+    tmpdir = None
+    tls_impls = []  # type: List[Tuple[str, str, str]]
+    client_options = {}  # type: Dict[str, Dict[str, Any]]
+    for _, server_kind, _ in deflate_impls:
+        if server_kind.startswith("{"):
+            client_options[server_kind] = {"compression": json.loads(server_kind)["compression"]}
+    if any(spec.get("impls") == "tls" for _, spec in scenarios):
+        import tempfile
+        tmpdir = tempfile.mkdtemp(prefix="simplews-bench-")
+        certificate = make_certificate(tmpdir)
+        if certificate is None:
+            scenarios = [s for s in scenarios if s[1].get("impls") != "tls"]
+        else:
+            for label, base in (("raw", "raw"), ("threaded", "threaded"), ("selectors", "selectors")):
+                if any(i[0] == label for i in basic):
+                    server_kind = json.dumps({"kind": base, "tls": certificate}, sort_keys=True)
+                    tls_impls.append(("%s TLS" % label if label != "raw" else "raw TLS", server_kind, base))
+                    client_options[server_kind] = {"cafile": certificate["cert"]}
+    impl_sets = {"basic": basic, "deflate": deflate_impls, "tls": tls_impls}
+
+    def impls_of(spec: Dict[str, Any]) -> List[Tuple[str, str, str]]:
+        return impl_sets.get(spec.get("impls", ""), impls)
 
     servers = {}  # type: Dict[str, Server]
     results = {}  # type: Dict[Tuple[str, str], List[Dict[str, Any]]]
     t_start = time.monotonic()
     try:
-        for _, server_kind, _ in impls:
-            if server_kind not in servers:
-                servers[server_kind] = Server(server_kind)
+        for _, spec in scenarios:
+            for _, server_kind, _ in impls_of(spec):
+                if server_kind not in servers:
+                    servers[server_kind] = Server(server_kind)
         for rep in range(reps):
             for name, spec in scenarios:
-                order = impls if rep % 2 == 0 else list(reversed(impls))
+                order = impls_of(spec) if rep % 2 == 0 else list(reversed(impls_of(spec)))
                 for label, server_kind, client_kind in order:
                     if spec["scenario"] == "idle" and rep:
                         continue
+                    if spec["scenario"] == "idle" and spec.get("impls") == "deflate" and label == "raw":
+                        continue
+                    cell = dict(spec, **client_options.get(server_kind, {}))
+                    cell.pop("impls", None)
                     try:
-                        result = measure(servers[server_kind], client_kind, spec, timeout=120)
+                        if spec["scenario"] == "broadcast":
+                            result = measure_broadcast(servers[server_kind], client_kind, cell, timeout=120)
+                        else:
+                            result = measure(servers[server_kind], client_kind, cell, timeout=120)
                     except Exception as exc:  # keep going: report the cell as failed
                         sys.stderr.write("%s / %s failed: %s\n" % (name, label, exc))
                         continue
@@ -635,6 +952,9 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+        if tmpdir is not None:
+            import shutil
+            shutil.rmtree(tmpdir, ignore_errors=True)
     wall = time.monotonic() - t_start
 
     lines = []
@@ -643,9 +963,14 @@ def main() -> None:
     idle_lines = []
     for name, spec in scenarios:
         raw_rate = None
-        for label, _, _ in impls:
+        for label, _, _ in impls_of(spec):
             runs = results.get((name, label))
+            if spec["scenario"] == "idle" and spec.get("impls") == "deflate" and label == "raw":
+                continue
             if not runs:
+                if spec["scenario"] == "idle":
+                    idle_lines.append("| %s | %s | failed | |" % (name, label))
+                    continue
                 lines.append("| %s | %s | failed | | | | |" % (name, label))
                 continue
             if spec["scenario"] == "idle":
@@ -653,25 +978,26 @@ def main() -> None:
                 n = run["count"]
                 rss = (run["status"]["VmRSS"] - run["base"]["VmRSS"]) / float(n)
                 threads = (run["status"]["Threads"] - run["base"]["Threads"]) / float(n)
-                idle_lines.append("| %s | %.1f KiB | %.2f |" % (label, rss, threads))
+                idle_lines.append("| %s | %s | %.1f KiB | %.2f |" % (name, label, rss, threads))
                 continue
             rate = statistics.median(r["count"] / r["elapsed"] for r in runs)
             mbps = statistics.median(r["bytes"] / r["elapsed"] / 1e6 for r in runs)
             scpu = statistics.median(r["server_cpu"] / r["count"] * 1e6 for r in runs)
             ccpu = statistics.median(r["cpu"] / r["count"] * 1e6 for r in runs)
-            if label == "raw":
+            if label in ("raw", "raw TLS"):
                 raw_rate = rate
             ratio = ("%.2f" % (rate / raw_rate)) if raw_rate else "-"
-            unit = "handshakes/s" if spec["scenario"] == "handshake" else ""
+            unit = {"handshake": "handshakes/s", "broadcast": "broadcasts/s"}.get(spec["scenario"], "")
             lines.append("| %s | %s | %s%s | %s | %s | %s | %s |" % (
                 name, label, fmt(rate), (" " + unit) if unit else "",
                 fmt(mbps, 1) if r_has_bytes(runs) else "-", fmt(scpu, 1), fmt(ccpu, 1), ratio))
     if idle_lines:
         lines.append("")
-        lines.append("Idle connections (server process, %d connections): " % idle_conns)
+        lines.append("Idle connections (server process, %d connections; `deflate idle`: compressed, "
+                     "each idle after echoing one 4 KiB text): " % idle_conns)
         lines.append("")
-        lines.append("| impl | RSS per connection | threads per connection |")
-        lines.append("|---|--:|--:|")
+        lines.append("| scenario | impl | RSS per connection | threads per connection |")
+        lines.append("|---|---|--:|--:|")
         lines.extend(idle_lines)
     lines.append("")
     imports, rss = import_stats()
