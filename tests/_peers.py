@@ -11,13 +11,19 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
+import selectors
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import pytest
 
 from simplews import frames
 from simplews.frames import Frame, FrameParser
@@ -351,3 +357,86 @@ def running_nginx(prefix: str, config: str, port: int) -> Iterator[subprocess.Po
         except subprocess.TimeoutExpired:
             nginx.kill()
             nginx.wait()
+
+
+# ---------------------------------------------------------------------- server subprocesses
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+PROCESS_TIMEOUT = 60.0  # seconds: a hang guard for subprocesses, never a measure of speed
+
+
+def subprocess_env() -> Dict[str, str]:
+    """The environment for a Python subprocess that must use the simplews under test."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    env["LC_ALL"] = "C.UTF-8"  # non-ASCII command-line arguments, even on Python 3.6
+    return env
+
+
+class ServerProcess(object):
+    """A server subprocess: stdout read as it comes (:meth:`wait_for_line`), stderr
+    in a temporary file; :meth:`stop` reaps it and releases its pipes (idempotent)."""
+
+    def __init__(self, args: List[str]) -> None:
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     cwd=ROOT, env=subprocess_env())
+        self.output = ""
+        self.errors = ""
+
+    def wait_for_line(self, pattern: "re.Pattern[str]", what: str = "") -> "re.Match[str]":
+        """The first match of ``pattern`` in stdout, once its line is complete."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                match = pattern.search(self.output)
+                if match and "\n" in self.output[match.end():]:
+                    return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail("no %s line within %ss; stdout: %r; stderr: %s"
+                                % (what or repr(pattern.pattern), PROCESS_TIMEOUT, self.output,
+                                   self.error_output()))
+                if selector.select(remaining):
+                    data = os.read(fd, 4096)
+                    if not data:
+                        pytest.fail("exited early (code %s); stdout: %r; stderr: %s"
+                                    % (self.proc.wait(PROCESS_TIMEOUT), self.output, self.error_output()))
+                    self.output += data.decode("utf-8", "replace")
+
+    def error_output(self) -> str:
+        if self.stderr.closed:
+            return self.errors
+        self.stderr.seek(0)
+        return self.stderr.read().decode("utf-8", "replace")
+
+    def stop(self, signum: int = signal.SIGINT) -> Optional[int]:
+        """Signal the process (Ctrl+C by default), wait for it, release its pipes; its exit code."""
+        if self.stderr.closed:
+            return self.proc.returncode
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signum)
+            try:
+                return self.proc.wait(PROCESS_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(PROCESS_TIMEOUT)
+                return None
+        finally:
+            if self.proc.stdout is not None:
+                self.output += self.proc.stdout.read().decode("utf-8", "replace")
+                self.proc.stdout.close()
+            self.errors = self.error_output()
+            self.stderr.close()
+
+    def assert_stops_cleanly(self, signum: int = signal.SIGINT) -> None:
+        code = self.stop(signum)
+        assert code == 0, "exit code %r; stderr:\n%s" % (code, self.errors)
+        assert "Traceback" not in self.errors, self.errors

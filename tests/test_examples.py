@@ -4,15 +4,13 @@ import http.client
 import json
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
 
@@ -20,32 +18,20 @@ import simplews
 from simplews import demo
 from simplews.http11 import Headers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-TIMEOUT = 60.0  # seconds: a hang guard, never a measure of speed
+from _peers import EXAMPLES, PROCESS_TIMEOUT, ROOT, ServerProcess, subprocess_env
+
+TIMEOUT = PROCESS_TIMEOUT  # seconds: a hang guard, never a measure of speed
 LISTENING = re.compile(r"listening on wss?://127\.0\.0\.1:(\d+)")
+_env = subprocess_env
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")  # the simplews under test
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    env["LC_ALL"] = "C.UTF-8"  # non-ASCII command-line arguments, even on Python 3.6
-    return env
-
-
-class ExampleProcess(object):
+class ExampleProcess(ServerProcess):
     """An example server started with ``--port 0`` (or ``port``); :attr:`port` is the one it printed."""
 
     def __init__(self, *args: str, port: int = 0) -> None:
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable] + list(args) + ["--host", "127.0.0.1", "--port", str(port)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
-                                     cwd=ROOT, env=_env())
-        self.output = ""
+        super().__init__([sys.executable] + list(args) + ["--host", "127.0.0.1", "--port", str(port)])
         try:
-            self.port = self._wait_for_port()
+            self.port = int(self.wait_for_line(LISTENING, "'listening on'").group(1))
         except BaseException:
             self.stop(signal.SIGKILL)
             raise
@@ -57,56 +43,6 @@ class ExampleProcess(object):
     @property
     def url(self) -> str:
         return "ws://127.0.0.1:%d/" % self.port
-
-    def _wait_for_port(self) -> int:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + TIMEOUT
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                match = LISTENING.search(self.output)
-                if match and "\n" in self.output[match.end():]:
-                    return int(match.group(1))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    pytest.fail("no 'listening on' line within %ss; stdout: %r; stderr: %s"
-                                % (TIMEOUT, self.output, self.error_output()))
-                if selector.select(remaining):
-                    data = os.read(fd, 4096)
-                    if not data:
-                        pytest.fail("exited before listening (code %s); stdout: %r; stderr: %s"
-                                    % (self.proc.wait(TIMEOUT), self.output, self.error_output()))
-                    self.output += data.decode("utf-8", "replace")
-
-    def error_output(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode("utf-8", "replace")
-
-    def stop(self, signum: int = signal.SIGINT) -> Optional[int]:
-        """Signal the process (Ctrl+C by default), wait for it, release its pipes; its exit code."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signum)
-            try:
-                return self.proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(TIMEOUT)
-                return None
-        finally:
-            if self.proc.stdout is not None:
-                rest = self.proc.stdout.read()
-                self.output += rest.decode("utf-8", "replace")
-                self.proc.stdout.close()
-            self.stderr.seek(0)
-            self.errors = self.stderr.read().decode("utf-8", "replace")
-            self.stderr.close()
-
-    def assert_stops_cleanly(self, signum: int = signal.SIGINT) -> None:
-        code = self.stop(signum)
-        assert code == 0, "exit code %r; stderr:\n%s" % (code, self.errors)
-        assert "Traceback" not in self.errors, self.errors
 
 
 @pytest.fixture

@@ -10,13 +10,10 @@ import http.server
 import io
 import os
 import re
-import selectors
 import signal
 import socket
 import socketserver
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -32,7 +29,7 @@ from simplews.integration import (
 )
 from wsgiref import simple_server
 
-from _peers import GUARD, RawClient, header, wait_until
+from _peers import EXAMPLES, GUARD, PROCESS_TIMEOUT, RawClient, ServerProcess, header, wait_until
 
 try:
     import gunicorn  # type: ignore[import-untyped]  # noqa: F401
@@ -40,9 +37,7 @@ try:
 except ImportError:
     HAVE_GUNICORN = False
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-TIMEOUT = 60.0  # seconds: a hang guard for processes, never a measure of speed
+TIMEOUT = PROCESS_TIMEOUT  # seconds: a hang guard for processes, never a measure of speed
 PAGE = b"<html>an ordinary page</html>"
 LARGE = bytes(range(256)) * 2048  # 512 KiB, below the default max_message_size
 
@@ -546,75 +541,12 @@ def test_takeover_key_is_offered(wsgiref_app: Any) -> None:
 # ---------------------------------------------------------------------- subprocesses
 
 
-def _env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
-
-
-class Process(object):
-    """A server subprocess with its stderr in a temporary file; :meth:`stop` reaps it."""
-
-    def __init__(self, args: List[str]) -> None:
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr,
-                                     cwd=ROOT, env=_env())
-        self.output = ""
-        self.errors = ""
-
-    def error_output(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode("utf-8", "replace")
-
-    def wait_for_line(self, pattern: "re.Pattern[str]") -> "re.Match[str]":
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + TIMEOUT
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                match = pattern.search(self.output)
-                if match and "\n" in self.output[match.end():]:
-                    return match
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    pytest.fail("no %r line within %ss; stdout: %r; stderr: %s"
-                                % (pattern.pattern, TIMEOUT, self.output, self.error_output()))
-                if selector.select(remaining):
-                    data = os.read(fd, 4096)
-                    if not data:
-                        pytest.fail("exited early (code %s); stdout: %r; stderr: %s"
-                                    % (self.proc.wait(TIMEOUT), self.output, self.error_output()))
-                    self.output += data.decode("utf-8", "replace")
-
-    def stop(self, signum: int = signal.SIGINT) -> Optional[int]:
-        if self.stderr.closed:
-            return self.proc.returncode
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signum)
-            try:
-                return self.proc.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(TIMEOUT)
-                return None
-        finally:
-            assert self.proc.stdout is not None
-            self.output += self.proc.stdout.read().decode("utf-8", "replace")
-            self.proc.stdout.close()
-            self.errors = self.error_output()
-            self.stderr.close()
-
-
 LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)/")
 
 
 @pytest.mark.parametrize("example", ["http_server_upgrade.py", "wsgi_app.py"])
 def test_example(example: str) -> None:
-    process = Process([sys.executable, os.path.join(EXAMPLES, example), "--host", "127.0.0.1", "--port", "0"])
+    process = ServerProcess([sys.executable, os.path.join(EXAMPLES, example), "--host", "127.0.0.1", "--port", "0"])
     try:
         port = int(process.wait_for_line(LISTENING).group(1))
         status, headers, body = http_get(port, "/")
@@ -658,7 +590,7 @@ class Gunicorn(object):
     def __init__(self, worker: str) -> None:
         for _ in range(5):
             self.port = _free_port()
-            self.process = Process(_gunicorn_args(worker, self.port))
+            self.process = ServerProcess(_gunicorn_args(worker, self.port))
             if self._wait_listening():
                 return
             self.process.stop(signal.SIGKILL)
