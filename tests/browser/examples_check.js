@@ -51,7 +51,9 @@ async function dashboard(page, result) {
   await page.waitForFunction((before) => {
     const seen = window.statusSeen;
     const reopened = seen.lastIndexOf("open") > seen.indexOf("closed") && seen.indexOf("closed") >= 0;
-    return reopened && parseInt(document.getElementById("count").textContent, 10) >= before + 3;
+    // The restarted server's history is short: wait until the chart itself holds 3 points again.
+    const drawn = Number(document.getElementById("chart").dataset.points);
+    return reopened && parseInt(document.getElementById("count").textContent, 10) >= before + 3 && drawn >= 3;
   }, received, { timeout: STEP_TIMEOUT });
   result.statusSeen = await page.evaluate(() => window.statusSeen);
   result.after = await chartState(page);
