@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Set
 
 import pytest
@@ -138,16 +139,25 @@ def app_factory() -> Iterator[Any]:
 def connect_to_all_workers(url: str, workers: int = 2) -> Dict[int, List[simplews.WebSocket]]:
     """Open connections until every worker has at least one; {pid: [connections]}."""
     by_pid = {}  # type: Dict[int, List[simplews.WebSocket]]
-    for _ in range(60):  # the kernel picks the accepting worker: enough tries to see both
+    # The kernel picks the accepting worker, and a worker just (re)started may not
+    # be accepting yet: keep trying for a while, one connection kept per worker.
+    deadline = time.monotonic() + GUARD * 3
+    attempts = 0
+    while time.monotonic() < deadline:
+        attempts += 1
         ws = simplews.connect(url, timeout=GUARD)
         ws.send("pid")
         pid = int(ws.recv(GUARD))
         assert ws.response_headers[WORKER_HEADER] == str(pid)
-        by_pid.setdefault(pid, []).append(ws)
+        if pid in by_pid:
+            ws.close()
+            time.sleep(0.02)
+            continue
+        by_pid[pid] = [ws]
         if len(by_pid) == workers:
             return by_pid
     close_all(by_pid)
-    raise AssertionError("60 connections all landed on %s" % list(by_pid))
+    raise AssertionError("%d connections all landed on %s" % (attempts, list(by_pid)))
 
 
 def close_all(by_pid: Dict[int, List[simplews.WebSocket]]) -> None:
