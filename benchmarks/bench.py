@@ -58,6 +58,7 @@ Linux only (reads /proc). Loopback only; every process is stopped at the end.
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -69,7 +70,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple  # noqa: F401
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -686,23 +687,41 @@ class Server(object):
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        _close_pipes(self.proc)
 
 
-def measure(server: Server, client_kind: str, spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    spec = dict(spec, kind=client_kind, port=server.port)
-    before = server.ask("status") if spec["scenario"] == "idle" else None
+def _close_pipes(proc: "subprocess.Popen[str]") -> None:
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def client_process(spec: Dict[str, Any], timeout: float) -> Iterator["subprocess.Popen[str]"]:
+    """A client process started with ``spec``, once it printed READY; killed after ``timeout``
+    seconds at most, and reaped with its pipes closed on the way out."""
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", json.dumps(spec)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
         if proc.stdout.readline().strip() != "READY":
-            raise RuntimeError("client failed: %s %s" % (client_kind, spec))
+            raise RuntimeError("client failed: %s" % (spec,))
+        yield proc
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _close_pipes(proc)
+
+
+def measure(server: Server, client_kind: str, spec: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    spec = dict(spec, kind=client_kind, port=server.port)
+    before = server.ask("status") if spec["scenario"] == "idle" else None
+    with client_process(spec, timeout) as proc:
         opened = server.ask("status") if spec["scenario"] == "idle" else None
         cpu0 = server.ask("cpu")["cpu"]
         proc.stdin.write("GO\n")
@@ -717,16 +736,6 @@ def measure(server: Server, client_kind: str, spec: Dict[str, Any], timeout: flo
         proc.stdin.write("\n")
         proc.stdin.flush()
         proc.wait(timeout)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
     return result
 
 
@@ -738,14 +747,8 @@ def measure_broadcast(server: Server, client_kind: str, spec: Dict[str, Any], ti
     server CPU read again. elapsed = sum of (last receipt - broadcast start).
     """
     spec = dict(spec, kind=client_kind, port=server.port)
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", json.dumps(spec)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
     done, elapsed, cpu, server_cpu = 0, 0.0, 0.0, 0.0
-    try:
-        if proc.stdout.readline().strip() != "READY":
-            raise RuntimeError("client failed: %s %s" % (client_kind, spec))
+    with client_process(spec, timeout) as proc:
         t_start = time.monotonic()
         while done < spec["min_count"] or time.monotonic() - t_start < spec["duration"]:
             cpu0 = server.ask("cpu")["cpu"]
@@ -765,16 +768,6 @@ def measure_broadcast(server: Server, client_kind: str, spec: Dict[str, Any], ti
         proc.stdin.write("END\n")
         proc.stdin.flush()
         proc.wait(timeout)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
     return {"count": done, "elapsed": elapsed, "cpu": cpu, "server_cpu": server_cpu,
             "bytes": done * spec["conns"] * spec["size"]}
 
