@@ -18,8 +18,10 @@ Content-Type comes from :mod:`mimetypes`.
 
 Files are read whole into memory for each request: fine for a small app's
 pages and scripts; put a real web server (nginx...) in front for big files.
-``process_request`` is not told the HTTP method, so HEAD and POST are answered
-like GET. ``--port 0`` picks a free port; the real one is printed.
+A HEAD request gets the headers a GET would get and no body (the server
+drops the body of any answer to a HEAD); ``process_request`` is not told the
+HTTP method, so other methods (POST...) are answered like GET. ``--port 0``
+picks a free port; the real one is printed.
 """
 
 import argparse

@@ -5,8 +5,14 @@
 
 Every ``--interval`` seconds (default 1.0) it takes a reading and sends it as
 JSON: ``{"device": "sensor-1", "seq": 7, "time": 1700000000.5, "celsius": 21.3}``.
-``--count N`` stops after N readings (default 0: run until Ctrl+C). It logs
-what happens on stderr; what the server sends back is logged too.
+``--count N`` stops after N readings (default 0: run until Ctrl+C or
+SIGTERM). It logs what happens on stderr; what the server sends back is logged
+too.
+
+Stopping is graceful: Ctrl+C (or SIGTERM, as from systemd) ends the readings
+between two of them, then the buffered readings are sent for up to
+``--drain-timeout`` seconds; a second Ctrl+C gives up at once. The exit status
+is 0 only if every reading was sent.
 
 What it shows: :class:`simplews.SimpleWSClient` keeping one connection open
 from a background thread (``run_in_thread``), reconnecting with exponential
@@ -30,6 +36,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -90,16 +97,44 @@ class Device(simplews.SimpleWSClient):
             return len(self.buffer)
 
 
-def take_readings(count: int, interval: float) -> Any:
-    """Yield ``count`` readings (forever if 0), one every ``interval`` seconds."""
+class StopRequest(object):
+    """Set by a signal handler. A plain flag, not a threading.Event: a handler runs in the
+    main thread between two bytecodes, and taking a lock there could deadlock that thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a stop is requested meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.requested:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, 0.1))
+
+    def install(self) -> None:
+        """SIGINT and SIGTERM request a stop; a second one raises KeyboardInterrupt to quit now."""
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.info("%s: stopping after sending what is buffered (again to quit now)", signal.Signals(signum).name)
+
+
+def take_readings(count: int, interval: float, stop: StopRequest) -> Any:
+    """Yield ``count`` readings (forever if 0), one every ``interval`` seconds, until a stop is requested."""
     celsius = 21.0
     seq = 0
-    while count == 0 or seq < count:
+    while (count == 0 or seq < count) and not stop.requested:
         seq += 1
         celsius += random.gauss(0.0, 0.15) + (21.0 - celsius) * 0.05
         yield {"device": "sensor-1", "seq": seq, "time": round(time.time(), 3), "celsius": round(celsius, 2)}
         if count == 0 or seq < count:
-            time.sleep(interval)
+            stop.sleep(interval)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -112,7 +147,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ping-interval", type=float, default=20.0,
                         help="seconds between keepalive pings (default %(default)s)")
     parser.add_argument("--drain-timeout", type=float, default=30.0,
-                        help="with --count: seconds to wait at the end for buffered readings to go out")
+                        help="seconds to wait at the end for buffered readings to go out (default %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -121,10 +156,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = Device(args.url, args.buffer, ping_interval=args.ping_interval, ping_timeout=args.ping_interval,
                     backoff_initial=0.5, backoff_max=10.0)
+    stop = StopRequest()
+    stop.install()
     thread = device.run_in_thread()  # connects, reconnects, calls on_open/on_message/on_close
     produced = 0
     try:
-        for reading in take_readings(args.count, args.interval):
+        for reading in take_readings(args.count, args.interval, stop):
             produced += 1
             waiting = device.submit(json.dumps(reading))
             if waiting:
@@ -135,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         while device.waiting() and time.monotonic() < deadline:  # the last ones may still wait
             time.sleep(0.1)
     except KeyboardInterrupt:
-        log.info("interrupted")
+        log.info("interrupted again: not waiting for the buffered readings")
     finally:
         device.stop()
         thread.join()

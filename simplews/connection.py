@@ -39,7 +39,13 @@ logger = logging.getLogger("simplews")
 READ_SIZE = 65536  # §perf: recv() of more than 64 KiB costs an mmap per call in glibc
 # A blocked recv() holds its buffer while it waits: on an idle connection a
 # 64 KiB one costs ~4 KiB of RSS, so reads stay small until the traffic is not.
-SMALL_READ = 512
+# 448 keeps the bytes object (33-byte header) under pymalloc's 512-byte limit:
+# larger ones come from glibc's per-thread arenas, ~1.5 KiB more RSS per thread.
+SMALL_READ = 448
+# The server's handshake reads: one typical browser request (0.5-2 KiB) per
+# recv(). Not READ_SIZE: freeing a 64 KiB buffer in a connection thread leaves
+# touched pages in that thread's malloc arena (~1.7 KiB of RSS per connection).
+HANDSHAKE_READ_SIZE = 4096
 TLS_POLL = 1.0  # seconds: the longest any one TLS socket call may block (see _set_write_timeout)
 TLS_CHUNK = 65536  # bytes per TLS send: the write timeout restarts after each one goes out
 _CONDITION_CREATION = threading.Lock()  # WebSocket._condition: one condition per connection, made once

@@ -314,11 +314,13 @@ def build_response(key: str, subprotocol: Optional[str] = None, extensions: Opti
 
 
 def build_rejection(status: int, body: bytes = b"", headers: Iterable[Tuple[str, str]] = (),
-                    content_type: str = "text/plain; charset=utf-8") -> bytes:
+                    content_type: str = "text/plain; charset=utf-8", head: bool = False) -> bytes:
     """An HTTP response refusing the handshake; the connection closes after it.
 
     Connection tokens from ``headers`` (e.g. "Upgrade" for a 426) are kept
     alongside "close"; a caller's Content-Length is replaced by the real one.
+    ``head``: the answer to a HEAD request, which has the headers a GET would
+    get (Content-Length included) and no body (RFC 9110, section 9.3.2).
     """
     extra = Headers(headers)
     out = Headers()
@@ -333,7 +335,7 @@ def build_rejection(status: int, body: bytes = b"", headers: Iterable[Tuple[str,
     for name, value in extra.items():
         if name.lower() not in ("connection", "content-length"):
             out.add(name, value)
-    return http11.serialize_response(status, out, body)
+    return http11.serialize_response(status, out, b"" if head else body)
 
 
 # --- client side -----------------------------------------------------------------

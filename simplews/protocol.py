@@ -627,10 +627,12 @@ class ServerProtocol(Protocol):
 
     def reject(self, status: int, headers: Sequence[Tuple[str, str]] = (), body: bytes = b"",
                content_type: str = "text/plain; charset=utf-8") -> bytes:
-        """Answer the request with a plain HTTP response instead of upgrading."""
+        """Answer the request with a plain HTTP response instead of upgrading
+        (headers only if the request was a HEAD)."""
         self.state = State.CLOSED
         self.response_headers = http11.Headers(headers)
-        return handshake.build_rejection(status, body, headers, content_type)
+        head = self.request is not None and self.request.method == "HEAD"
+        return handshake.build_rejection(status, body, headers, content_type, head=head)
 
     def _reject_exc(self, exc: InvalidHandshake) -> None:
         self.handshake_exc = exc

@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from . import http11
-from .connection import READ_SIZE, Options, WebSocket, _wait_readable
+from .connection import HANDSHAKE_READ_SIZE, READ_SIZE, Options, WebSocket, _wait_readable
 from .exceptions import ConnectionClosed
 from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR
 from .housekeeping import Housekeeper
@@ -448,7 +448,7 @@ class SimpleWSServer(ScalingMixin):
                     raise socket.timeout()
             else:
                 sock.settimeout(remaining)
-            data = sock.recv(READ_SIZE)
+            data = sock.recv(HANDSHAKE_READ_SIZE)
             if not data:
                 logger.info("%s: connection closed before the handshake completed", peer)
                 return False

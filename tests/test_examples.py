@@ -428,18 +428,43 @@ def test_streaming_client_buffers_while_the_server_restarts(serve: Any) -> None:
         buffered = int(log.wait_for(r"reading #(\d+): .* buffered", start=gone)[1].group(1))
         second = Collector()
         serve(second, port=port)  # ...and comes back on the same port
-        after = second.wait_for(lambda got: bool(got) and got[-1]["seq"] > buffered)
-        client.send_signal(signal.SIGINT)
+        second.wait_for(lambda got: bool(got) and got[-1]["seq"] > buffered)
+        client.send_signal(signal.SIGINT)  # graceful: ends between two readings, sends what waits
         assert client.wait(TIMEOUT) == 0, log.text()
     finally:
         if client.poll() is None:
             client.kill()
             client.wait(TIMEOUT)
         log.close()
-    seqs = [r["seq"] for r in after]
+    taken = int(log.wait_for(r"done: (\d+) readings taken, 0 not sent, 0 dropped")[1].group(1))
+    seqs = [r["seq"] for r in second.wait_for(lambda got: bool(got) and got[-1]["seq"] == taken)]
     assert buffered in seqs  # kept while disconnected, sent after the reconnection
     assert seqs == sorted(seqs) and seqs[0] > before[-1]["seq"]  # in order, nothing sent twice
+    assert seqs[-1] == taken  # the last reading taken before the signal went out too
     assert re.search(r"connected to ws://127\.0\.0\.1:%d/; sent [1-9]\d* buffered reading" % port, log.text())
+    assert "SIGINT: stopping after sending what is buffered" in log.text()
+    assert "Traceback" not in log.text()
+
+
+def test_streaming_client_sigterm_with_the_server_down_gives_up_after_the_drain_timeout(serve: Any) -> None:
+    first = Collector()
+    server = serve(first)
+    client = start_streaming_client(server.url, "--interval", "0.05", "--drain-timeout", "0.5")
+    log = LineReader(client.stderr, "streaming-client-log")
+    try:
+        first.wait_for(lambda got: len(got) >= 1)
+        server.stop()
+        gone, _ = log.wait_for(r"disconnected \(code 1001")
+        log.wait_for(r"reading #\d+: .* buffered", start=gone)  # the server is gone and stays gone
+        client.send_signal(signal.SIGTERM)
+        assert client.wait(TIMEOUT) == 1, log.text()  # not every reading could be sent
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(TIMEOUT)
+        log.close()
+    assert "SIGTERM: stopping after sending what is buffered" in log.text()
+    assert re.search(r"done: \d+ readings taken, [1-9]\d* not sent, 0 dropped", log.text()), log.text()
     assert "Traceback" not in log.text()
 
 
@@ -559,6 +584,18 @@ def http_request(port: int, method: str, path: str) -> Any:
         connection.close()
 
 
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Every byte the server sends in answer to ``request``, until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
 def test_static_and_ws_serves_its_page_and_echoes_on_the_same_port(start: Any) -> None:
     server = start(os.path.join(EXAMPLES, "static_and_ws.py"))
     with open(os.path.join(EXAMPLES, "static", "index.html"), "rb") as f:
@@ -569,6 +606,9 @@ def test_static_and_ws_serves_its_page_and_echoes_on_the_same_port(start: Any) -
     assert b"new WebSocket(url)" in index and b"location.host" in index
     status, headers, body = http_request(server.port, "HEAD", "/index.html")
     assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8" and body == b""
+    raw = raw_exchange(server.port, b"HEAD /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert raw.endswith(b"\r\n\r\n")  # HEAD: every byte the server sent is headers, no body
+    assert b"\r\nContent-Length: %d\r\n" % len(index) in raw  # ...and they are the headers of a GET
     for path in ("/ws", "/"):
         with simplews.connect(server.url.rstrip("/") + path) as ws:
             ws.send("hello " + path)

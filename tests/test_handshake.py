@@ -410,6 +410,16 @@ class TestBuildRejection:
         assert int(response.headers["Content-Length"]) == len(body)
         assert body == str(error).encode()
 
+    def test_head_has_the_get_headers_and_no_body(self) -> None:
+        data = build_rejection(200, b"<p>hi</p>", [("Content-Type", "text/html")], head=True)
+        assert data == (
+            b"HTTP/1.1 200 OK\r\n"
+            b"Content-Length: 9\r\n"
+            b"Connection: close\r\n"
+            b"Content-Type: text/html\r\n"
+            b"\r\n"
+        )
+
     def test_405_allow(self) -> None:
         data = build_rejection(405, headers=[("Allow", "GET")])
         response = parse_response(data)

@@ -245,6 +245,8 @@ def test_http_server_subprotocols(http_app: Any) -> None:
     with simplews.connect(app.url, subprotocols=["chat.v1", "other"]) as ws:
         assert ws.subprotocol == "chat.v1"
         assert ws.response_headers["Sec-WebSocket-Protocol"] == "chat.v1"
+    # Each request has its own thread: wait for the first before the second can overtake it.
+    wait_until(lambda: len(app.server.opened) == 1, message="the first connection")
     with simplews.connect(app.url, subprotocols=["other"]) as ws:
         assert ws.subprotocol is None
     wait_until(lambda: len(app.server.opened) == 2, message="two connections")

@@ -776,6 +776,21 @@ class TestServerHandshake:
         assert server.close_transport_now()
         assert server.handshake_exc is None
 
+    def test_reject_a_head_request_sends_no_body(self) -> None:
+        server = ServerProtocol()
+        server.receive_data(b"HEAD / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        assert server.request is not None and server.request.method == "HEAD"
+        data = server.reject(200, [("Content-Type", "text/html")], b"<p>page</p>")
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 11\r\n" in data
+        assert data.endswith(b"\r\n\r\n")  # the headers a GET would get, and no body
+
+    def test_head_upgrade_attempt_gets_405_without_body(self) -> None:
+        server = ServerProtocol()
+        server.receive_data(b"HEAD / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        data = server.accept()
+        assert data.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and b"Allow: GET\r\n" in data
+        assert data.endswith(b"\r\n\r\n") and b"Content-Length: 0\r\n" not in data
+
     def test_oversized_head_rejected_while_incomplete(self) -> None:
         server = ServerProtocol()
         server.receive_data(b"GET / HTTP/1.1\r\n")
