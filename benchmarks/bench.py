@@ -618,8 +618,15 @@ def broadcast_client(kind: str, port: int, count: int, size: int) -> None:
 
 
 def idle(kind: str, port: int, count: int, go: Any) -> Dict[str, Any]:
+    """``count`` idle connections. A WebSocket one is idle once its handshake is answered; a raw
+    one after one 16 B exchange, so its server thread surely runs (connect() alone returns from
+    the listen backlog, maybe before that thread exists: too low a floor on a loaded machine)."""
     if kind == "raw":
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+        for sock in socks:
+            sock.sendall(LEN.pack(16) + b"i" * 16)
+            if recv_exact(sock, 20) is None:
+                raise OSError("the raw server closed an idle connection")
     else:
         socks = [ws_open_raw(port) for _ in range(count)]
     time.sleep(0.5)               # let the server finish setting up every connection

@@ -214,7 +214,8 @@ class WebSocket(ConnectionState):
     def __init__(self, sock: socket.socket, protocol: Protocol, options: Options,
                  path: str = "/", request_headers: Any = None, response_headers: Any = None,
                  subprotocol: Optional[str] = None, remote_address: Any = None,
-                 housekeeper: Any = None, peer_address: Any = None) -> None:
+                 housekeeper: Any = None, peer_address: Any = None, write_timeout_set: bool = False,
+                 local_address: Any = None) -> None:
         self._sock = sock
         self._proto = protocol
         self.options = options
@@ -222,10 +223,12 @@ class WebSocket(ConnectionState):
         self.request_headers = request_headers
         self.response_headers = response_headers
         self.subprotocol = subprotocol
-        try:
-            self.local_address = sock.getsockname()  # type: Any
-        except OSError:
-            self.local_address = None
+        if local_address is None:
+            try:
+                local_address = sock.getsockname()
+            except OSError:
+                local_address = None
+        self.local_address = local_address  # type: Any
         if remote_address is None:
             try:
                 remote_address = sock.getpeername()
@@ -251,7 +254,8 @@ class WebSocket(ConnectionState):
         self._buffered = 0
         self._eof_deadline = None  # type: Optional[float]
         self._read_size = SMALL_READ  # grows to READ_SIZE while messages are large (see SMALL_READ)
-        _set_write_timeout(sock, options.write_timeout)
+        if not write_timeout_set:  # else the caller applied options.write_timeout to sock already
+            _set_write_timeout(sock, options.write_timeout)
         if housekeeper is not None and options.ping_interval is not None:
             housekeeper.add(self)
         if protocol._parser.buffered:  # frames that arrived with the handshake
