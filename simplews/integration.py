@@ -42,8 +42,10 @@ from wsgiref.util import is_hop_by_hop
 from . import handshake, http11
 from .connection import Options, WebSocket
 from .exceptions import ConnectionClosedError
+from .forwarded import TrustedProxies, forwarded_address
 from .frames import CLOSE_ABNORMAL
 from .housekeeping import Housekeeper
+from .http11 import Headers
 from .protocol import ServerProtocol, State
 from .server import HandlerFunc, WebSocketHandler, _call_handler, _format_address, _lingering_close
 
@@ -86,16 +88,27 @@ def _shared_housekeeper() -> Housekeeper:
 class _Settings(object):
     """What a handshake needs, checked once: the options SimpleWSServer takes for it."""
 
-    __slots__ = ("options", "subprotocols", "select_subprotocol", "origins", "extra_headers")
+    __slots__ = ("options", "subprotocols", "select_subprotocol", "origins", "extra_headers", "trusted_proxies")
 
     def __init__(self, subprotocols: Optional[Sequence[str]], select_subprotocol: Optional[SelectSubprotocol],
                  origins: Optional[Sequence[Optional[str]]], extra_headers: Optional[Iterable[Tuple[str, str]]],
                  options: Any) -> None:
+        options = dict(options)
+        trusted_proxies = options.pop("trusted_proxies", None)
         self.options = Options(**options)  # type: Any  # (its attributes are set from DEFAULTS)
         self.subprotocols = list(subprotocols) if subprotocols else None
         self.select_subprotocol = select_subprotocol
         self.origins = list(origins) if origins is not None else None
         self.extra_headers = list(extra_headers or ())
+        self.trusted_proxies = None  # type: Optional[TrustedProxies]
+        if trusted_proxies is not None:
+            self.trusted_proxies = TrustedProxies(trusted_proxies)
+
+    def client_address(self, address: Any, headers: Headers) -> Any:
+        """``address`` (the TCP peer), or the client a trusted proxy forwarded (as SimpleWSServer)."""
+        if self.trusted_proxies is None or address is None:
+            return address
+        return forwarded_address(address, headers, self.trusted_proxies)
 
     def protocol(self, server_header: Optional[str]) -> ServerProtocol:
         extra = [("Server", server_header)] if server_header else []
@@ -189,9 +202,11 @@ def accept(request_handler: Any, handler: Optional[Handler] = None, *,
     and the closed WebSocket is returned when it is done.
 
     ``subprotocols`` / ``select_subprotocol``, ``origins``, ``extra_headers``
-    (added to the 101) and the connection options (``max_message_size``,
-    ``compression``, ``ping_interval``... see :class:`~simplews.Options`)
-    mean what they mean for SimpleWSServer.
+    (added to the 101), ``trusted_proxies`` (``remote_address`` from
+    ``X-Forwarded-For`` / ``X-Real-IP`` when the TCP peer is one of them;
+    ``peer_address`` stays the TCP peer) and the connection options
+    (``max_message_size``, ``compression``, ``ping_interval``... see
+    :class:`~simplews.Options`) mean what they mean for SimpleWSServer.
 
     Raises :class:`~simplews.exceptions.InvalidHandshake` when the request is
     not an acceptable WebSocket handshake: the 4xx answer (the status and the
@@ -250,7 +265,8 @@ def _accept_http_server(rh: Any, settings: _Settings) -> WebSocket:
     logger.debug("%s: connection open on %s", peer, request.target)
     return WebSocket(sock, proto, settings.options, path=request.target, request_headers=request.headers,
                      response_headers=proto.response_headers, subprotocol=proto.subprotocol,
-                     remote_address=address, housekeeper=_shared_housekeeper())
+                     remote_address=settings.client_address(address, request.headers), peer_address=address,
+                     housekeeper=_shared_housekeeper())
 
 
 def _log_request(rh: Any, status: int) -> None:
@@ -350,7 +366,7 @@ class WSGIWebSocketApp(object):
         Returns the response sent (b"" if it could not be sent); the socket is closed on return.
         """
         options = self._settings.options  # type: Any
-        address = _environ_address(environ)
+        address = _peer_of(sock) or _environ_address(environ)  # the TCP peer (trusted_proxies checks it)
         peer = _format_address(address) if address is not None else "?"
         proto.receive_data(buffered)
         response = proto.accept()
@@ -371,7 +387,8 @@ class WSGIWebSocketApp(object):
         logger.debug("%s: connection open on %s", peer, request.target)
         ws = WebSocket(sock, proto, options, path=request.target, request_headers=request.headers,
                        response_headers=proto.response_headers, subprotocol=proto.subprotocol,
-                       remote_address=address, housekeeper=_shared_housekeeper())
+                       remote_address=self._settings.client_address(address, request.headers),
+                       peer_address=address, housekeeper=_shared_housekeeper())
         _call_handler(self.handler, ws)
         return response
 
@@ -437,6 +454,13 @@ def _environ_head(environ: Any) -> bytes:
             if environ.get(key):
                 headers.append((name, str(environ[key])))
     return _head(request_line, headers)
+
+
+def _peer_of(sock: socket.socket) -> Any:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
 
 
 def _environ_address(environ: Any) -> Optional[Tuple[str, int]]:

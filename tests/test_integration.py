@@ -253,6 +253,21 @@ def test_http_server_subprotocols(http_app: Any) -> None:
     assert [ws.subprotocol for ws in app.server.opened] == ["chat.v1", None]
 
 
+def test_http_server_trusted_proxies(http_app: Any) -> None:
+    forwarded = {"X-Forwarded-For": "203.0.113.7, 127.0.0.1"}  # the client, then a trusted hop
+    app = http_app(handoff=True, trusted_proxies=["127.0.0.1"])
+    with simplews.connect(app.url, headers=forwarded) as client:
+        wait_until(lambda: len(app.server.opened) == 1, message="the connection")
+        ws = app.server.opened[0]
+        assert ws.remote_address == ("203.0.113.7", 0)  # the right-most untrusted entry
+        assert ws.peer_address == client.local_address  # the TCP peer: the "proxy"
+    untrusting = http_app(handoff=True)  # without trusted_proxies the header is anybody's word: ignored
+    with simplews.connect(untrusting.url, headers=forwarded) as client:
+        wait_until(lambda: len(untrusting.server.opened) == 1, message="the connection")
+        ws = untrusting.server.opened[0]
+        assert ws.remote_address == ws.peer_address == client.local_address
+
+
 def test_http_server_select_subprotocol(http_app: Any) -> None:
     offers = []  # type: List[List[str]]
 
@@ -469,6 +484,23 @@ def test_wsgiref_echo_and_fallback(wsgiref_app: Any) -> None:
     assert seen == [("/ws?a=b%20c", "127.0.0.1:%d" % runner.port, client.local_address)]
     wait_until(lambda: any('"GET /ws?a=b%20c HTTP/1.1" 101' in line for line in runner.server.log),
                message="the access log line")
+
+
+def test_wsgiref_trusted_proxies(wsgiref_app: Any) -> None:
+    seen = []  # type: List[Any]
+
+    def handler(ws: simplews.WebSocket) -> None:
+        seen.append((ws.remote_address, ws.peer_address))
+        echo(ws)
+
+    runner = wsgiref_app(WSGIWebSocketApp(handler, trusted_proxies=["127.0.0.0/8"]))
+    client = assert_echoes(runner.url, headers={"X-Real-IP": "2001:db8::5"})
+    wait_until(lambda: len(seen) == 1, message="the handler")
+    assert seen == [(("2001:db8::5", 0), client.local_address)]
+    other = wsgiref_app(WSGIWebSocketApp(handler, trusted_proxies=["192.0.2.1"]))  # not our peer
+    client = assert_echoes(other.url, headers={"X-Real-IP": "2001:db8::5"})
+    wait_until(lambda: len(seen) == 2, message="the handler")
+    assert seen[1] == (client.local_address, client.local_address)
 
 
 def test_wsgiref_without_fallback_answers_426(wsgiref_app: Any) -> None:
