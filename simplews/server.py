@@ -131,6 +131,9 @@ class SimpleWSServer(ScalingMixin):
         self._stopped = threading.Event()
         self._stopped.set()
         self._closed = False
+        # True while _accept_loop runs: it has the listener and the wake-up pair in its selector,
+        # and only it may close them (a socket closed under epoll_wait can swallow the wake-up)
+        self._accepting = False
         self._all_closed = threading.Event()
         self._bind(host, port, backlog)
 
@@ -247,8 +250,10 @@ class SimpleWSServer(ScalingMixin):
         """Accept connections until :meth:`shutdown` (or Ctrl+C, which shuts down and returns)."""
         if self.workers > 1 and self._worker_index is None:
             return self._supervise()
-        if self._closed:
-            raise RuntimeError("the server is closed")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the server is closed")
+            self._accepting = True
         self._stopped.clear()
         self._serving.set()
         self._log_listening()
@@ -260,6 +265,11 @@ class SimpleWSServer(ScalingMixin):
             self._shutdown_request = True
             interrupted = True
         finally:
+            with self._lock:
+                self._accepting = False
+                left_to_us = self._closed  # a shutdown() that did not wait for this loop (see _close_all_now)
+            if left_to_us:
+                self._close_loop_sockets()
             self._serving.clear()
             self._stopped.set()
         if interrupted:  # otherwise shutdown() is closing everything
@@ -281,6 +291,8 @@ class SimpleWSServer(ScalingMixin):
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # a burst of connects: take what is there, then select again
+            if self._shutdown_request:
+                return
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -533,13 +545,17 @@ class SimpleWSServer(ScalingMixin):
         Callable from any thread, including a handler's.
         """
         self._shutdown_request = True
+        self._wake_accept_loop()
+        if self._serving.is_set() and not _called_from(self._threads_snapshot()):
+            while not self._stopped.wait(1.0):
+                self._wake_accept_loop()  # belt and braces: a lost wake-up must not hang shutdown()
+        self._close_everything()
+
+    def _wake_accept_loop(self) -> None:
         try:
             self._wake_w.send(b"x")
-        except OSError:
+        except OSError:  # full (it is awake anyway) or closed (it has ended)
             pass
-        if self._serving.is_set() and not _called_from(self._threads_snapshot()):
-            self._stopped.wait()
-        self._close_everything()
 
     def _threads_snapshot(self) -> List[threading.Thread]:
         with self._lock:
@@ -563,7 +579,9 @@ class SimpleWSServer(ScalingMixin):
         with self._lock:
             pending = list(self._handshaking.values())
             live = list(self.connections)
-        _close_quietly(self._socket)
+            loop_owns_sockets = self._accepting  # then the loop closes them as it ends (serve_forever)
+        if not loop_owns_sockets:
+            _close_quietly(self._socket)
         for sock in pending:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -572,9 +590,14 @@ class SimpleWSServer(ScalingMixin):
         self._close_connections(live)
         self._housekeeper.stop()
         self._join_threads()
+        if not loop_owns_sockets:
+            self._close_loop_sockets()
+        logger.info("server on port %d stopped", self.port)
+
+    def _close_loop_sockets(self) -> None:
+        _close_quietly(self._socket)
         _close_quietly(self._wake_r)
         _close_quietly(self._wake_w)
-        logger.info("server on port %d stopped", self.port)
 
     def _close_connections(self, live: List[WebSocket]) -> None:
         """Close handshakes run in parallel: send every 1001 first, then wait once."""

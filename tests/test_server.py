@@ -544,6 +544,40 @@ def test_shutdown_from_inside_a_handler(serve: Any) -> None:
     assert not server.thread.is_alive(), "serve_forever did not return"
 
 
+def test_shutdown_from_a_handler_never_closes_sockets_under_the_accept_loop() -> None:
+    """The listener and wake-up pair are in the accept loop's selector: closed under a
+    running epoll_wait they can swallow the wake-up, and serve_forever() never returns
+    (seen under load). A shutdown() that cannot wait for the loop leaves them to it."""
+    for _ in range(20):
+        closes = []  # type: List[bool]  # was the accept loop running when they were closed?
+
+        def handler(ws: simplews.WebSocket) -> None:
+            ws.recv(timeout=GUARD)
+            server.shutdown()
+
+        server = simplews.SimpleWSServer(handler, host="127.0.0.1", port=0)
+        close_loop_sockets = server._close_loop_sockets
+
+        def recording() -> None:
+            closes.append(server._accepting)
+            close_loop_sockets()
+
+        server._close_loop_sockets = recording  # type: ignore[assignment]
+        thread = threading.Thread(target=server.serve_forever, name="serve-forever")
+        thread.start()
+        try:
+            with simplews.connect(server.url) as ws:
+                ws.send("stop")
+                with pytest.raises(ConnectionClosedOK):
+                    ws.recv(timeout=GUARD)
+        finally:
+            thread.join(GUARD * 2)
+        assert not thread.is_alive(), "serve_forever did not return"
+        assert server._all_closed.wait(GUARD), "the handler's shutdown() did not finish"
+        assert closes and not any(closes), closes  # closed once the loop had ended, never under it
+        assert server._socket.fileno() == -1 and server._wake_r.fileno() == -1
+
+
 def test_server_as_context_manager() -> None:
     with simplews.SimpleWSServer(echo, host="127.0.0.1", port=0) as server:
         thread = threading.Thread(target=server.serve_forever, name="serve-forever")
