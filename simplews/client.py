@@ -534,27 +534,28 @@ class SimpleWSClient(object):
     def stop(self) -> None:
         """End :meth:`run_forever`: abort a connection attempt, cut a backoff wait short, or close
         the open connection with 1000. Safe from any thread, a callback or a signal handler."""
+        if threading.current_thread() is self._run_thread:
+            # A callback, or a signal handler interrupting run_forever's thread: that thread may
+            # hold locks stopping needs (the connection's; even the stop event's own, a plain
+            # Lock while it is in wait()), so a helper thread stops, and run_forever joins it.
+            helper = threading.Thread(target=self._stop_now, name="simplews-client-stop", daemon=True)
+            with self._lock:
+                self._closers.append(helper)
+            helper.start()
+            return
+        self._stop_now()
+
+    def _stop_now(self) -> None:
         with self._lock:
             self._stop_event.set()
             sock = self._pending_sock
             ws = self._ws
-            run_thread = self._run_thread
         if sock is not None:
             try:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
             except OSError:
                 pass
-        if ws is None:
-            return
-        if threading.current_thread() is run_thread:
-            # A callback or a signal handler on the thread that may hold the connection's
-            # locks: close from a helper thread, which run_forever joins.
-            closer = threading.Thread(target=ws.close, args=(CLOSE_NORMAL,), name="simplews-client-stop",
-                                      daemon=True)
-            with self._lock:
-                self._closers.append(closer)
-            closer.start()
-        else:
+        if ws is not None:
             ws.close(CLOSE_NORMAL)
 
     def run_in_thread(self, reconnect: bool = True) -> threading.Thread:
