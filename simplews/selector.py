@@ -1172,9 +1172,15 @@ class SelectorServer(SimpleWSServer):
     def shutdown(self) -> None:
         """Stop accepting, close every connection with 1001, wait for the loop to end.
 
-        Callable from any thread; from the loop thread (a handler) it returns at
-        once and the loop ends after closing.
+        Callable from any thread; from the loop thread (a handler, or a signal
+        handler interrupting ``serve_forever``) it returns at once and the loop
+        ends after closing.
         """
+        if self._on_loop_thread():
+            # Take no lock here: a signal handler may have interrupted this thread holding it.
+            self._shutdown_request = True
+            self._wake()
+            return
         with self._lock:
             self._shutdown_request = True
             running = self._loop_ident is not None

@@ -134,6 +134,8 @@ class SimpleWSServer(ScalingMixin):
         # True while _accept_loop runs: it has the listener and the wake-up pair in its selector,
         # and only it may close them (a socket closed under epoll_wait can swallow the wake-up)
         self._accepting = False
+        self._loop_thread = None  # type: Optional[threading.Thread]  # the one in serve_forever
+        self._close_after_loop = False  # shutdown() was called on that thread (a signal handler)
         self._all_closed = threading.Event()
         self._bind(host, port, backlog)
 
@@ -254,6 +256,7 @@ class SimpleWSServer(ScalingMixin):
             if self._closed:
                 raise RuntimeError("the server is closed")
             self._accepting = True
+            self._loop_thread = threading.current_thread()
         self._stopped.clear()
         self._serving.set()
         self._log_listening()
@@ -267,12 +270,13 @@ class SimpleWSServer(ScalingMixin):
         finally:
             with self._lock:
                 self._accepting = False
+                self._loop_thread = None
                 left_to_us = self._closed  # a shutdown() that did not wait for this loop (see _close_all_now)
             if left_to_us:
                 self._close_loop_sockets()
             self._serving.clear()
             self._stopped.set()
-        if interrupted:  # otherwise shutdown() is closing everything
+        if interrupted or self._close_after_loop:  # otherwise shutdown() is closing everything
             self._close_everything()
 
     def _accept_loop(self) -> None:
@@ -542,8 +546,16 @@ class SimpleWSServer(ScalingMixin):
     def shutdown(self) -> None:
         """Stop accepting, close every connection with 1001, join the threads, return.
 
-        Callable from any thread, including a handler's.
+        Callable from any thread, including a handler's. From a signal handler
+        that interrupts ``serve_forever`` (e.g. on SIGTERM) it returns at once,
+        and ``serve_forever`` closes everything before it returns.
         """
+        if threading.current_thread() is self._loop_thread:
+            # Take no lock here: the signal may have interrupted this thread holding one.
+            self._close_after_loop = True
+            self._shutdown_request = True
+            self._wake_accept_loop()
+            return
         self._shutdown_request = True
         self._wake_accept_loop()
         if self._serving.is_set() and not _called_from(self._threads_snapshot()):

@@ -529,7 +529,10 @@ def test_shutdown_closes_everyone_with_1001(serve: Any) -> None:
         with RawClient(running.port) as raw:  # a handshake in progress is dropped
             raw.send(b"GET / HTTP/1.1\r\n")
             running.stop()  # shutdown() returns once serve_forever has
-            assert raw.sock.recv(100) == b""
+            try:  # dropped: FIN, or a reset when the loop had not read the partial request yet
+                assert raw.sock.recv(100) == b""
+            except ConnectionResetError:
+                pass
         for _ in clients:
             exc = outcomes.get(timeout=GUARD)
             assert isinstance(exc, simplews.ConnectionClosedOK) and exc.code == 1001

@@ -5,6 +5,7 @@ import http.client
 import logging
 import os
 import queue
+import signal
 import socket
 import threading
 from typing import Any, Callable, Dict, List, Optional
@@ -576,6 +577,51 @@ def test_shutdown_from_a_handler_never_closes_sockets_under_the_accept_loop() ->
         assert server._all_closed.wait(GUARD), "the handler's shutdown() did not finish"
         assert closes and not any(closes), closes  # closed once the loop had ended, never under it
         assert server._socket.fileno() == -1 and server._wake_r.fileno() == -1
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+@pytest.mark.parametrize("mode", ["threaded", "selectors"])
+def test_shutdown_from_a_signal_handler_on_the_serving_thread(mode: str) -> None:
+    """serve_forever on the main thread, shutdown() in the SIGTERM-style handler that
+    interrupts it: shutdown() must not wait for the loop it is running on."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run on the main thread only")
+    class Echo(simplews.WebSocketHandler):
+        def on_message(self, ws: simplews.WebSocket, message: Any) -> None:
+            ws.send(message)
+
+    server = simplews.SimpleWSServer(Echo(), host="127.0.0.1", port=0, mode=mode)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: server.shutdown())
+    main = threading.main_thread().ident
+    assert main is not None
+    results = {}  # type: Dict[str, Any]
+
+    def client() -> None:
+        try:
+            with simplews.connect(server.url) as ws:
+                ws.send("before")
+                results["echo"] = ws.recv(timeout=GUARD)
+                signal.pthread_kill(main, signal.SIGUSR1)  # as systemd's SIGTERM would
+                try:
+                    ws.recv(timeout=GUARD)
+                except ConnectionClosedOK as exc:
+                    results["closed"] = exc.code
+        except Exception as exc:  # reported below, on the main thread
+            results["error"] = exc
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    thread = threading.Thread(target=client, name="signal-test-client")
+    thread.start()
+    try:
+        server.serve_forever()  # returns once the handler's shutdown() has taken effect
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        thread.join(GUARD)
+        server.shutdown()
+    assert "error" not in results, results
+    assert results == {"echo": "before", "closed": 1001}
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=GUARD).close()
 
 
 def test_server_as_context_manager() -> None:
