@@ -295,8 +295,6 @@ class SimpleWSServer(ScalingMixin):
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):  # a burst of connects: take what is there, then select again
-            if self._shutdown_request:
-                return
             try:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -314,6 +312,9 @@ class SimpleWSServer(ScalingMixin):
             self._start_connection(sock, address)
 
     def _start_connection(self, sock: socket.socket, address: Any) -> None:
+        if self._shutdown_request:  # accepted as shutdown() began: no thread it would not join
+            _close_quietly(sock)
+            return
         if self.max_connections is not None and len(self._handshaking) >= _handshake_limit(self.max_connections):
             logger.debug("%s: %d handshakes in progress already; closing the connection",
                          _format_address(address), len(self._handshaking))
