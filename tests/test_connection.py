@@ -822,7 +822,9 @@ def test_recv_streaming_message_already_queued_comes_whole(serve: Any) -> None:
         ws.send("frames 3 10")
         ws.send("whole")
         assert ws.recv(timeout=GUARD) == b"".join(bytes((i,)) * 10 for i in range(3))
-        assert ws.ping().wait(GUARD)  # the pong comes after the reply, which is now queued
+        # Each ping().wait() reads the socket until its pong: once the reply has come, it is
+        # queued (the server may read "whole" and the ping together and pong before replying).
+        wait_until(lambda: ws.ping().wait(GUARD) and bool(ws._messages), message="the reply, queued")
         assert list(ws._messages) == ["whole message"]
         assert list(ws.recv_streaming(timeout=GUARD)) == ["whole message"]
 
